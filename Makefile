@@ -1,0 +1,100 @@
+# llorch build. `make` builds everything into build/; `make test` runs the suite;
+# `make run` sets up and runs the default job; `make deps` installs what is missing.
+
+CC ?= cc
+ifeq ($(origin CC),default)
+CC := cc
+endif
+BUILD ?= build
+SAN ?=
+OPT ?= -O2
+
+WARN := -Wall -Wextra -Werror -Wno-unused-parameter -Wshadow -Wvla
+CFLAGS_ALL := -std=c11 -D_GNU_SOURCE $(OPT) -g -pthread -fPIC $(WARN) \
+              -Icommon -Iproto -Iclient $(EXTRA_CFLAGS)
+LDLIBS_ALL := -ljansson -lm -lpthread
+
+ifeq ($(SAN),1)
+CFLAGS_ALL += -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+LDFLAGS_ALL += -fsanitize=address,undefined
+endif
+
+# Per-file instruction sets: kernels_<isa>.c is compiled for that ISA only and
+# chosen at run time from the CPU's features.
+ISA_avx2 := -mavx2 -mfma -mf16c
+ISA_avx512 := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mavx2 -mfma -mf16c
+
+CORE_SRC := $(wildcard common/*.c) $(wildcard proto/*.c)
+CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/obj/%.o)
+CORE_LIB := $(BUILD)/lib/libllorch-core.a
+
+CLI_SRC := $(wildcard client/cli/*.c)
+CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
+
+TEST_SRC := $(wildcard tests/unit/test_*.c)
+TEST_BIN := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+
+BINS := $(BUILD)/bin/llorch
+
+.PHONY: all test unit unit-asan reference fuzz run deps clean bench check-gcc-clang
+all: $(BINS) $(TEST_BIN)
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $(ISA_$(patsubst kernels_%,%,$(basename $(notdir $<)))) -MMD -MP -c $< -o $@
+
+$(CORE_LIB): $(CORE_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/bin/llorch: $(CLI_OBJ) $(CORE_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_ALL) -pthread -o $@ $(CLI_OBJ) $(CORE_LIB) $(LDLIBS_ALL)
+
+$(BUILD)/tests/%: tests/unit/%.c $(CORE_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -Itests/unit -MMD -MP -o $@ $< $(CORE_LIB) $(LDFLAGS_ALL) -lcmocka $(LDLIBS_ALL)
+
+-include $(shell find $(BUILD)/obj $(BUILD)/tests -name '*.d' 2>/dev/null)
+
+# ---- set-up -------------------------------------------------------------------
+deps:
+	@scripts/deps.sh
+
+# ---- tests --------------------------------------------------------------------
+# The whole suite: unit tests, the same under ASan+UBSan, the llama.cpp reference
+# comparisons and a bounded fuzz run. Prints one closing line "N passed, N failed".
+test: deps-check
+	@tests/run_all.sh
+
+deps-check:
+	@scripts/deps.sh --check
+
+unit: all
+	@tests/run_unit.sh $(BUILD)/tests
+
+unit-asan:
+	@$(MAKE) --no-print-directory BUILD=build/asan SAN=1 OPT=-O1 all
+	@tests/run_unit.sh build/asan/tests
+
+fuzz:
+	@tests/fuzz/run.sh
+
+reference: all
+	@tests/reference/run.sh
+
+# Both compilers, warnings as errors.
+check-gcc-clang:
+	@$(MAKE) --no-print-directory BUILD=build/gcc CC=gcc all
+	@$(MAKE) --no-print-directory BUILD=build/clang CC=clang all
+
+# ---- the default job ----------------------------------------------------------
+run:
+	@scripts/run.sh
+
+bench: all
+	@scripts/bench.sh
+
+clean:
+	rm -rf build
