@@ -1,0 +1,346 @@
+/* kernels.c - portable kernels and the run-time choice of the SIMD variant. */
+#include "kernels.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fp16.h"
+#include "quant.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
+
+/* ---- scalar variant --------------------------------------------------------------- */
+
+/* Eight partial sums, like the 8 lanes of the AVX2 path: the compiler may vectorise
+ * this loop without reassociating, and long rows lose less precision than with one
+ * running sum. */
+static float s_dot_f32(const float *w, const float *x, int64_t n)
+{
+    float acc[8] = {0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++)
+            acc[j] += w[i + j] * x[i + j];
+    float sum = 0.0f;
+    for (int j = 0; j < 8; j++)
+        sum += acc[j];
+    for (; i < n; i++)
+        sum += w[i] * x[i];
+    return sum;
+}
+
+static float s_dot_f16(const uint16_t *w, const uint16_t *x, int64_t n)
+{
+    float acc[8] = {0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++)
+            acc[j] += fp16_to_f32(w[i + j]) * fp16_to_f32(x[i + j]);
+    float sum = 0.0f;
+    for (int j = 0; j < 8; j++)
+        sum += acc[j];
+    for (; i < n; i++)
+        sum += fp16_to_f32(w[i]) * fp16_to_f32(x[i]);
+    return sum;
+}
+
+static float s_dot_bf16(const uint16_t *w, const uint16_t *x, int64_t n)
+{
+    float acc[8] = {0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++)
+            acc[j] += bf16_to_f32(w[i + j]) * bf16_to_f32(x[i + j]);
+    float sum = 0.0f;
+    for (int j = 0; j < 8; j++)
+        sum += acc[j];
+    for (; i < n; i++)
+        sum += bf16_to_f32(w[i]) * bf16_to_f32(x[i]);
+    return sum;
+}
+
+/* Sum over blocks of d_w * d_x * (integer dot of the 32 quants), as ggml computes it. */
+static float s_dot_q8_0(const void *w_blocks, const void *x_blocks, int64_t n)
+{
+    const q8_0_block *w = w_blocks;
+    const q8_0_block *x = x_blocks;
+    float sum = 0.0f;
+    for (int64_t b = 0; b < n / Q8_0_BLOCK; b++) {
+        int32_t isum = 0;
+        for (int i = 0; i < Q8_0_BLOCK; i++)
+            isum += (int32_t)w[b].qs[i] * (int32_t)x[b].qs[i];
+        sum += (float)isum * (fp16_to_f32(w[b].d) * fp16_to_f32(x[b].d));
+    }
+    return sum;
+}
+
+static void s_f32_to_f16(const float *x, uint16_t *out, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        out[i] = f32_to_fp16(x[i]);
+}
+
+static void s_f32_to_bf16(const float *x, uint16_t *out, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        out[i] = f32_to_bf16(x[i]);
+}
+
+static void s_quantize_q8_0(const float *x, void *out_blocks, int64_t n)
+{
+    q8_0_quantize_row(x, out_blocks, n);
+}
+
+/* ---- variant table ---------------------------------------------------------------- */
+
+typedef struct kernel_variant {
+    float (*dot_f32)(const float *, const float *, int64_t);
+    float (*dot_f16)(const uint16_t *, const uint16_t *, int64_t);
+    float (*dot_bf16)(const uint16_t *, const uint16_t *, int64_t);
+    float (*dot_q8_0)(const void *, const void *, int64_t);
+    void (*f32_to_f16)(const float *, uint16_t *, int64_t);
+    void (*f32_to_bf16)(const float *, uint16_t *, int64_t);
+    void (*quantize_q8_0)(const float *, void *, int64_t);
+} kernel_variant;
+
+static const kernel_variant s_variants[KERNEL_ISA_COUNT] = {
+    [KERNEL_ISA_SCALAR] = {s_dot_f32, s_dot_f16, s_dot_bf16, s_dot_q8_0, s_f32_to_f16,
+                           s_f32_to_bf16, s_quantize_q8_0},
+    [KERNEL_ISA_AVX2] = {kernel_avx2_dot_f32, kernel_avx2_dot_f16, kernel_avx2_dot_bf16,
+                         kernel_avx2_dot_q8_0, kernel_avx2_f32_to_f16, kernel_avx2_f32_to_bf16,
+                         kernel_avx2_quantize_q8_0},
+};
+
+static const kernel_variant *s_active;
+static kernel_isa s_active_isa;
+
+const char *kernel_isa_name(kernel_isa isa)
+{
+    switch (isa) {
+    case KERNEL_ISA_SCALAR: return "scalar";
+    case KERNEL_ISA_AVX2: return "avx2";
+    default: return "unknown";
+    }
+}
+
+bool kernel_isa_available(kernel_isa isa)
+{
+    if (isa == KERNEL_ISA_SCALAR)
+        return true;
+#if defined(__x86_64__) || defined(__i386__)
+    if (isa == KERNEL_ISA_AVX2) {
+        unsigned a, b, c, d;
+        if (!__get_cpuid(1, &a, &b, &c, &d))
+            return false;
+        bool fma = c & (1u << 12), osxsave = c & (1u << 27), avx = c & (1u << 28),
+             f16c = c & (1u << 29);
+        if (!(fma && osxsave && avx && f16c))
+            return false;
+        /* The OS must save the YMM registers (XCR0 bits 1 and 2). */
+        unsigned xcr0_lo, xcr0_hi;
+        __asm__ volatile("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
+        if ((xcr0_lo & 6) != 6)
+            return false;
+        if (__get_cpuid_max(0, NULL) < 7)
+            return false;
+        __cpuid_count(7, 0, a, b, c, d);
+        return b & (1u << 5);
+    }
+#endif
+    return false;
+}
+
+static void s_init_active(void)
+{
+    if (s_active)
+        return;
+    kernel_isa best = kernel_isa_available(KERNEL_ISA_AVX2) ? KERNEL_ISA_AVX2 : KERNEL_ISA_SCALAR;
+    const char *env = getenv("LLORCH_ISA");
+    if (env && *env) {
+        kernel_isa want = KERNEL_ISA_COUNT;
+        for (int i = 0; i < KERNEL_ISA_COUNT; i++)
+            if (!strcmp(env, kernel_isa_name((kernel_isa)i)))
+                want = (kernel_isa)i;
+        if (want == KERNEL_ISA_COUNT)
+            fprintf(stderr, "llorch: LLORCH_ISA=%s is not one of scalar, avx2; using %s\n", env,
+                    kernel_isa_name(best));
+        else if (!kernel_isa_available(want))
+            fprintf(stderr, "llorch: LLORCH_ISA=%s: this CPU cannot run it; using %s\n", env,
+                    kernel_isa_name(best));
+        else
+            best = want;
+    }
+    s_active_isa = best;
+    s_active = &s_variants[best];
+}
+
+kernel_isa kernel_isa_active(void)
+{
+    s_init_active();
+    return s_active_isa;
+}
+
+int kernel_isa_select(kernel_isa isa, llorch_error *err)
+{
+    if (isa < 0 || isa >= KERNEL_ISA_COUNT || !kernel_isa_available(isa))
+        return llorch_error_set(err, "kernel variant %s is not available on this CPU",
+                                kernel_isa_name(isa));
+    s_active_isa = isa;
+    s_active = &s_variants[isa];
+    return 0;
+}
+
+static inline const kernel_variant *s_kernels(void)
+{
+    if (!s_active)
+        s_init_active();
+    return s_active;
+}
+
+float kernel_dot_f32(const float *w, const float *x, int64_t n) { return s_kernels()->dot_f32(w, x, n); }
+float kernel_dot_f16(const uint16_t *w, const uint16_t *x, int64_t n) { return s_kernels()->dot_f16(w, x, n); }
+float kernel_dot_bf16(const uint16_t *w, const uint16_t *x, int64_t n) { return s_kernels()->dot_bf16(w, x, n); }
+float kernel_dot_q8_0(const void *w, const void *x, int64_t n) { return s_kernels()->dot_q8_0(w, x, n); }
+void kernel_f32_to_f16(const float *x, uint16_t *out, int64_t n) { s_kernels()->f32_to_f16(x, out, n); }
+void kernel_f32_to_bf16(const float *x, uint16_t *out, int64_t n) { s_kernels()->f32_to_bf16(x, out, n); }
+void kernel_quantize_q8_0(const float *x, void *out, int64_t n) { s_kernels()->quantize_q8_0(x, out, n); }
+
+/* ---- matrix x batch --------------------------------------------------------------- */
+
+size_t kernel_act_bytes(enum tensor_type type, int64_t n_rows, int64_t cols)
+{
+    switch (type) {
+    case TENSOR_F16:
+    case TENSOR_BF16: return (size_t)(n_rows * cols) * sizeof(uint16_t);
+    case TENSOR_Q8_0: return (size_t)(n_rows * (cols / Q8_0_BLOCK)) * sizeof(q8_0_block);
+    default: return 0;
+    }
+}
+
+kernel_act kernel_act_init(enum tensor_type type, const float *x, int64_t n_rows, int64_t cols,
+                           void *buf)
+{
+    kernel_act act = {.type = type, .n_rows = n_rows, .cols = cols};
+    act.row_bytes = n_rows ? kernel_act_bytes(type, 1, cols) : 0;
+    if (type == TENSOR_F32) {
+        act.row_bytes = (size_t)cols * sizeof(float);
+        act.data = x;
+    } else {
+        act.data = buf;
+    }
+    return act;
+}
+
+void kernel_act_convert(const kernel_act *act, const float *x, int64_t row_begin, int64_t row_end)
+{
+    const kernel_variant *k = s_kernels();
+    for (int64_t r = row_begin; r < row_end; r++) {
+        const float *src = x + r * act->cols;
+        void *dst = (char *)act->data + (size_t)r * act->row_bytes;
+        switch (act->type) {
+        case TENSOR_F16: k->f32_to_f16(src, dst, act->cols); break;
+        case TENSOR_BF16: k->f32_to_bf16(src, dst, act->cols); break;
+        case TENSOR_Q8_0: k->quantize_q8_0(src, dst, act->cols); break;
+        default: break; /* F32: used in place */
+        }
+    }
+}
+
+void kernel_matmul(const weight *w, const kernel_act *act, float *out, int64_t out_stride,
+                   int64_t row_begin, int64_t row_end)
+{
+    const kernel_variant *k = s_kernels();
+    const int64_t n = w->cols;
+    /* Weight row outside, batch inside: each weight row is read from memory once per
+     * call and reused from cache for every batch row. */
+    for (int64_t i = row_begin; i < row_end; i++) {
+        const void *wrow = (const char *)w->data + (size_t)i * w->row_bytes;
+        for (int64_t r = 0; r < act->n_rows; r++) {
+            const void *xrow = (const char *)act->data + (size_t)r * act->row_bytes;
+            float y;
+            switch (w->type) {
+            case TENSOR_F16: y = k->dot_f16(wrow, xrow, n); break;
+            case TENSOR_BF16: y = k->dot_bf16(wrow, xrow, n); break;
+            case TENSOR_Q8_0: y = k->dot_q8_0(wrow, xrow, n); break;
+            default: y = k->dot_f32(wrow, xrow, n); break;
+            }
+            out[r * out_stride + i] = y;
+        }
+    }
+}
+
+void kernel_get_row(const weight *w, int64_t row, float *out)
+{
+    const void *src = (const char *)w->data + (size_t)row * w->row_bytes;
+    switch (w->type) {
+    case TENSOR_F16:
+        for (int64_t i = 0; i < w->cols; i++)
+            out[i] = fp16_to_f32(((const uint16_t *)src)[i]);
+        break;
+    case TENSOR_BF16:
+        for (int64_t i = 0; i < w->cols; i++)
+            out[i] = bf16_to_f32(((const uint16_t *)src)[i]);
+        break;
+    case TENSOR_Q8_0: q8_0_dequantize_row(src, out, w->cols); break;
+    default: memcpy(out, src, (size_t)w->cols * sizeof(float)); break;
+    }
+}
+
+/* ---- vector ops ------------------------------------------------------------------- */
+
+void kernel_rmsnorm(float *out, const float *x, const float *norm_weight, int64_t n, float eps)
+{
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i++)
+        sum += (double)(x[i] * x[i]);
+    const float mean = (float)(sum / (double)n);
+    const float scale = 1.0f / sqrtf(mean + eps);
+    for (int64_t i = 0; i < n; i++)
+        out[i] = (x[i] * scale) * norm_weight[i];
+}
+
+void kernel_rope(float *x, int n_heads, int head_dim, int rope_dim, int pos, float freq_base)
+{
+    const float theta_scale = powf(freq_base, -2.0f / (float)rope_dim);
+    for (int h = 0; h < n_heads; h++) {
+        float *v = x + (size_t)h * head_dim;
+        float theta = (float)pos;
+        for (int i = 0; i < rope_dim; i += 2) {
+            const float c = cosf(theta), s = sinf(theta);
+            const float x0 = v[i], x1 = v[i + 1];
+            v[i] = x0 * c - x1 * s;
+            v[i + 1] = x0 * s + x1 * c;
+            theta *= theta_scale;
+        }
+    }
+}
+
+void kernel_softmax(float *x, int64_t n)
+{
+    float max = -INFINITY;
+    for (int64_t i = 0; i < n; i++)
+        max = x[i] > max ? x[i] : max;
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        x[i] = expf(x[i] - max);
+        sum += (double)x[i];
+    }
+    const float inv = (float)(1.0 / sum);
+    for (int64_t i = 0; i < n; i++)
+        x[i] *= inv;
+}
+
+float kernel_silu(float x)
+{
+    return x / (1.0f + expf(-x));
+}
+
+void kernel_swiglu(float *gate, const float *up, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        gate[i] = kernel_silu(gate[i]) * up[i];
+}

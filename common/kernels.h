@@ -1,0 +1,127 @@
+/* kernels.h - the math of a forward pass: matrix x batch products and the vector ops. */
+#ifndef LLORCH_KERNELS_H
+#define LLORCH_KERNELS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error.h"
+#include "gguf.h"
+
+/* How a weight's bytes are arranged. Today only the GGUF order (row after row, each
+ * row `row_bytes` long); a repacked layout (rows interleaved for SIMD) gets its own
+ * value here and the kernels switch on it. */
+enum weight_layout {
+    WEIGHT_LAYOUT_ROWS = 0,
+};
+
+/* A read-only view of a weight matrix, wherever its bytes live (mapped file, shared
+ * memory, heap). y = W x computes `rows` outputs from `cols` inputs; in GGUF terms
+ * cols = ne[0], rows = ne[1]. A vector (norm weight) is a 1-row F32 weight. */
+typedef struct weight {
+    enum tensor_type type;
+    enum weight_layout layout;
+    int64_t rows;     /* output features */
+    int64_t cols;     /* input features (a multiple of 32 for Q8_0) */
+    size_t row_bytes; /* bytes of one row in the ROWS layout */
+    const void *data; /* rows * row_bytes bytes */
+} weight;
+
+/* Activations prepared for one weight type, the way ggml prepares them so that
+ * results agree with llama.cpp: F32 weights take F32 activations as they are, F16
+ * weights take activations rounded to F16, BF16 weights rounded to BF16, Q8_0 weights
+ * take activations quantized to Q8_0 per block of 32 (quant.h). */
+typedef struct kernel_act {
+    enum tensor_type type; /* the weight type these activations are prepared for */
+    int64_t n_rows;        /* batch rows */
+    int64_t cols;
+    size_t row_bytes;      /* bytes of one prepared row */
+    const void *data;      /* n_rows * row_bytes bytes */
+} kernel_act;
+
+/* Instruction-set variants of the kernels. */
+typedef enum kernel_isa {
+    KERNEL_ISA_SCALAR = 0,
+    KERNEL_ISA_AVX2 = 1, /* AVX2 + FMA + F16C */
+    KERNEL_ISA_COUNT
+} kernel_isa;
+
+/* "scalar", "avx2". */
+const char *kernel_isa_name(kernel_isa isa);
+
+/* True when this CPU (and OS) can run the variant. Scalar is always available. */
+bool kernel_isa_available(kernel_isa isa);
+
+/* The variant in use. On first use it is the best the CPU has, unless the environment
+ * variable LLORCH_ISA=scalar|avx2 names another (an unknown or unavailable name is
+ * reported on stderr once and ignored). */
+kernel_isa kernel_isa_active(void);
+
+/* Switches every kernel to `isa` (for tests and benchmarks). Returns -1 with err when
+ * the CPU cannot run it. Not thread-safe: call while no kernel runs. */
+int kernel_isa_select(kernel_isa isa, llorch_error *err);
+
+/* Bytes of buffer kernel_act_prepare needs for n_rows x cols activations for a weight
+ * of type `type` (0 for F32: the activations are used in place). */
+size_t kernel_act_bytes(enum tensor_type type, int64_t n_rows, int64_t cols);
+
+/* Describes x (n_rows x cols float32, row stride cols) prepared for weights of `type`
+ * in buf (kernel_act_bytes long; unused for F32). Only the act header is filled; call
+ * kernel_act_convert for the rows (possibly split over threads) before using it. */
+kernel_act kernel_act_init(enum tensor_type type, const float *x, int64_t n_rows, int64_t cols,
+                           void *buf);
+
+/* Converts rows [row_begin, row_end) of x into act (no-op for F32). */
+void kernel_act_convert(const kernel_act *act, const float *x, int64_t row_begin, int64_t row_end);
+
+/* out[r * out_stride + i] = dot(W row i, act row r) for every batch row r and the
+ * weight rows i in [row_begin, row_end). act must be prepared for w->type with
+ * act->cols == w->cols. Splitting [0, w->rows) over threads gives the same result as
+ * one call. */
+void kernel_matmul(const weight *w, const kernel_act *act, float *out, int64_t out_stride,
+                   int64_t row_begin, int64_t row_end);
+
+/* Row `row` of an embedding table (any supported type) as float32 into out (w->cols). */
+void kernel_get_row(const weight *w, int64_t row, float *out);
+
+/* Single dot products (exposed for tests): w and x in the formats above, n elements. */
+float kernel_dot_f32(const float *w, const float *x, int64_t n);
+float kernel_dot_f16(const uint16_t *w, const uint16_t *x, int64_t n);
+float kernel_dot_bf16(const uint16_t *w, const uint16_t *x, int64_t n);
+float kernel_dot_q8_0(const void *w_blocks, const void *x_blocks, int64_t n);
+
+/* Row conversions (exposed for tests): n elements. */
+void kernel_f32_to_f16(const float *x, uint16_t *out, int64_t n);
+void kernel_f32_to_bf16(const float *x, uint16_t *out, int64_t n);
+void kernel_quantize_q8_0(const float *x, void *out_blocks, int64_t n); /* n % 32 == 0 */
+
+/* out = x / sqrt(mean(x^2) + eps) * norm_weight, n elements (out may be x). The sum of
+ * squares is accumulated in double, as ggml does. */
+void kernel_rmsnorm(float *out, const float *x, const float *norm_weight, int64_t n, float eps);
+
+/* Rotates one vector of n_heads heads of head_dim in place for position pos, pairs
+ * (x[2i], x[2i+1]) of the first rope_dim dims of each head (llama.cpp's "normal"
+ * rope): angle pos * freq_base^(-2i/rope_dim), computed as ggml does (the angle
+ * multiplied by the ratio pair after pair, in float). */
+void kernel_rope(float *x, int n_heads, int head_dim, int rope_dim, int pos, float freq_base);
+
+/* In place: x = softmax(x), n elements (max subtracted; sum in double). */
+void kernel_softmax(float *x, int64_t n);
+
+/* Entry points of the AVX2 variant (kernels_avx2.c), same contracts as above. */
+float kernel_avx2_dot_f32(const float *w, const float *x, int64_t n);
+float kernel_avx2_dot_f16(const uint16_t *w, const uint16_t *x, int64_t n);
+float kernel_avx2_dot_bf16(const uint16_t *w, const uint16_t *x, int64_t n);
+float kernel_avx2_dot_q8_0(const void *w_blocks, const void *x_blocks, int64_t n);
+void kernel_avx2_f32_to_f16(const float *x, uint16_t *out, int64_t n);
+void kernel_avx2_f32_to_bf16(const float *x, uint16_t *out, int64_t n);
+void kernel_avx2_quantize_q8_0(const float *x, void *out_blocks, int64_t n);
+
+/* x / (1 + exp(-x)). */
+float kernel_silu(float x);
+
+/* gate[i] = silu(gate[i]) * up[i], n elements. */
+void kernel_swiglu(float *gate, const float *up, int64_t n);
+
+#endif

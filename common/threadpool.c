@@ -1,0 +1,151 @@
+/* threadpool.c - persistent worker threads: a generation counter wakes them, an
+ * atomic count of unfinished shares tells the caller when a loop is done. */
+#include "threadpool.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdlib.h>
+
+/* Polls of the generation counter before a thread goes to sleep on the condition
+ * variable: long enough to cover the gap between the loops of one forward pass. */
+#define SPIN_POLLS (1 << 16)
+
+typedef struct pool_thread {
+    threadpool *pool;
+    int index;
+    pthread_t tid;
+} pool_thread;
+
+struct threadpool {
+    int n_threads;
+    pool_thread *threads; /* n_threads - 1 */
+    pthread_mutex_t mutex;
+    pthread_cond_t wake;
+    _Atomic uint64_t generation; /* bumped once per loop, after the job is written */
+    _Atomic int pending;         /* pool threads still running the current loop */
+    _Atomic bool stop;
+    /* the current loop, written by the caller before bumping generation */
+    threadpool_fn fn;
+    void *ctx;
+    int64_t n;
+};
+
+static inline void s_pause(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+static void s_run_share(threadpool *pool, int index)
+{
+    int64_t begin = pool->n * index / pool->n_threads;
+    int64_t end = pool->n * (index + 1) / pool->n_threads;
+    if (begin < end)
+        pool->fn(pool->ctx, begin, end, index);
+}
+
+static void *s_thread_main(void *arg)
+{
+    pool_thread *self = arg;
+    threadpool *pool = self->pool;
+    uint64_t seen = 0;
+    for (;;) {
+        uint64_t gen = atomic_load_explicit(&pool->generation, memory_order_acquire);
+        for (int i = 0; i < SPIN_POLLS && gen == seen && !atomic_load(&pool->stop); i++) {
+            s_pause();
+            gen = atomic_load_explicit(&pool->generation, memory_order_acquire);
+        }
+        if (gen == seen) {
+            pthread_mutex_lock(&pool->mutex);
+            while ((gen = atomic_load(&pool->generation)) == seen && !atomic_load(&pool->stop))
+                pthread_cond_wait(&pool->wake, &pool->mutex);
+            pthread_mutex_unlock(&pool->mutex);
+        }
+        if (atomic_load(&pool->stop))
+            return NULL;
+        seen = gen;
+        s_run_share(pool, self->index);
+        atomic_fetch_sub_explicit(&pool->pending, 1, memory_order_release);
+    }
+}
+
+threadpool *threadpool_new(int n_threads, llorch_error *err)
+{
+    if (n_threads < 1 || n_threads > 256) {
+        llorch_error_set(err, "thread count %d is out of range (1..256)", n_threads);
+        return NULL;
+    }
+    threadpool *pool = calloc(1, sizeof *pool);
+    if (!pool) {
+        llorch_error_set(err, "out of memory for the thread pool");
+        return NULL;
+    }
+    pool->n_threads = n_threads;
+    pthread_mutex_init(&pool->mutex, NULL);
+    pthread_cond_init(&pool->wake, NULL);
+    pool->threads = calloc((size_t)n_threads, sizeof *pool->threads);
+    if (!pool->threads) {
+        llorch_error_set(err, "out of memory for the thread pool");
+        threadpool_free(&pool);
+        return NULL;
+    }
+    for (int i = 1; i < n_threads; i++) {
+        pool_thread *t = &pool->threads[i - 1];
+        t->pool = pool;
+        t->index = i;
+        if (pthread_create(&t->tid, NULL, s_thread_main, t) != 0) {
+            llorch_error_set(err, "cannot start thread %d of %d", i + 1, n_threads);
+            pool->n_threads = i; /* join only the ones started */
+            threadpool_free(&pool);
+            return NULL;
+        }
+    }
+    return pool;
+}
+
+void threadpool_free(threadpool **pp)
+{
+    if (!pp || !*pp)
+        return;
+    threadpool *pool = *pp;
+    pthread_mutex_lock(&pool->mutex);
+    atomic_store(&pool->stop, true);
+    pthread_cond_broadcast(&pool->wake);
+    pthread_mutex_unlock(&pool->mutex);
+    if (pool->threads)
+        for (int i = 1; i < pool->n_threads; i++)
+            pthread_join(pool->threads[i - 1].tid, NULL);
+    pthread_cond_destroy(&pool->wake);
+    pthread_mutex_destroy(&pool->mutex);
+    free(pool->threads);
+    free(pool);
+    *pp = NULL;
+}
+
+int threadpool_size(const threadpool *pool)
+{
+    return pool ? pool->n_threads : 1;
+}
+
+void threadpool_for(threadpool *pool, int64_t n, threadpool_fn fn, void *ctx)
+{
+    if (n <= 0)
+        return;
+    if (!pool || pool->n_threads == 1) {
+        fn(ctx, 0, n, 0);
+        return;
+    }
+    pool->fn = fn;
+    pool->ctx = ctx;
+    pool->n = n;
+    atomic_store_explicit(&pool->pending, pool->n_threads - 1, memory_order_relaxed);
+    pthread_mutex_lock(&pool->mutex);
+    atomic_fetch_add_explicit(&pool->generation, 1, memory_order_release);
+    pthread_cond_broadcast(&pool->wake);
+    pthread_mutex_unlock(&pool->mutex);
+    s_run_share(pool, 0);
+    while (atomic_load_explicit(&pool->pending, memory_order_acquire) != 0)
+        s_pause();
+}
