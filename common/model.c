@@ -1,0 +1,283 @@
+/* model.c - Llama configuration from GGUF metadata and weight binding by tensor name. */
+#include "model.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* An optional u32 key: *out keeps its default when the key is absent. */
+static int s_get_u32_opt(const gguf_file *f, const char *key, uint32_t *out, llorch_error *err)
+{
+    if (!gguf_find(f, key))
+        return 0;
+    return gguf_get_u32(f, key, out, err);
+}
+
+static int s_get_f32_opt(const gguf_file *f, const char *key, float *out, llorch_error *err)
+{
+    if (!gguf_find(f, key))
+        return 0;
+    return gguf_get_f32(f, key, out, err);
+}
+
+int model_config_from_gguf(const gguf_file *f, model_config *cfg, llorch_error *err)
+{
+    memset(cfg, 0, sizeof *cfg);
+    char *arch = NULL;
+    if (gguf_get_string(f, "general.architecture", &arch, err) < 0)
+        return llorch_error_prefix(err, "not a Llama model");
+    int is_llama = !strcmp(arch, "llama");
+    if (!is_llama) {
+        llorch_error_set(err, "general.architecture is \"%s\"; llorch runs \"llama\" models only",
+                         arch);
+        free(arch);
+        return -1;
+    }
+    free(arch);
+    if (gguf_get_u32(f, "llama.embedding_length", &cfg->dim, err) < 0 ||
+        gguf_get_u32(f, "llama.block_count", &cfg->n_layers, err) < 0 ||
+        gguf_get_u32(f, "llama.attention.head_count", &cfg->n_heads, err) < 0 ||
+        gguf_get_u32(f, "llama.feed_forward_length", &cfg->ffn_dim, err) < 0)
+        return -1;
+    if (cfg->n_heads == 0)
+        return llorch_error_set(err, "llama.attention.head_count is 0");
+    cfg->n_kv_heads = cfg->n_heads;
+    cfg->head_dim = cfg->dim / cfg->n_heads;
+    cfg->context_length = 2048;
+    cfg->rope_freq_base = 10000.0f;
+    cfg->norm_eps = 1e-5f;
+    if (s_get_u32_opt(f, "llama.attention.head_count_kv", &cfg->n_kv_heads, err) < 0 ||
+        s_get_u32_opt(f, "llama.attention.key_length", &cfg->head_dim, err) < 0 ||
+        s_get_u32_opt(f, "llama.context_length", &cfg->context_length, err) < 0 ||
+        s_get_f32_opt(f, "llama.rope.freq_base", &cfg->rope_freq_base, err) < 0 ||
+        s_get_f32_opt(f, "llama.attention.layer_norm_rms_epsilon", &cfg->norm_eps, err) < 0)
+        return -1;
+    uint32_t value_length = cfg->head_dim;
+    if (s_get_u32_opt(f, "llama.attention.value_length", &value_length, err) < 0)
+        return -1;
+    if (value_length != cfg->head_dim)
+        return llorch_error_set(err, "llama.attention.value_length %u differs from key_length %u; "
+                                     "llorch needs them equal", value_length, cfg->head_dim);
+    cfg->rope_dim = cfg->head_dim;
+    if (s_get_u32_opt(f, "llama.rope.dimension_count", &cfg->rope_dim, err) < 0)
+        return -1;
+    cfg->q_dim = cfg->n_heads * cfg->head_dim;
+    cfg->kv_dim = cfg->n_kv_heads * cfg->head_dim;
+
+    const gguf_value *tokens = gguf_find(f, "tokenizer.ggml.tokens");
+    const gguf_tensor *embd = gguf_find_tensor(f, "token_embd.weight");
+    if (tokens) {
+        if (tokens->type != GGUF_TYPE_ARRAY)
+            return llorch_error_set(err, "tokenizer.ggml.tokens is not an array");
+        if (tokens->arr->n == 0 || tokens->arr->n > UINT32_MAX)
+            return llorch_error_set(err, "tokenizer.ggml.tokens has %" PRIu64 " entries",
+                                    tokens->arr->n);
+        cfg->vocab_size = (uint32_t)tokens->arr->n;
+    } else if (embd && embd->n_dims == 2 && embd->ne[1] <= UINT32_MAX) {
+        cfg->vocab_size = (uint32_t)embd->ne[1];
+    } else {
+        return llorch_error_set(err, "no tokenizer.ggml.tokens and no 2-D token_embd.weight: "
+                                     "cannot tell the vocabulary size");
+    }
+    return model_config_validate(cfg, err);
+}
+
+int model_config_validate(const model_config *c, llorch_error *err)
+{
+    if (!c->dim || !c->n_layers || !c->n_heads || !c->n_kv_heads || !c->head_dim || !c->ffn_dim ||
+        !c->vocab_size || !c->context_length)
+        return llorch_error_set(err, "model config has a zero size (dim %u, layers %u, heads %u, "
+                                     "kv heads %u, head dim %u, ffn %u, vocab %u, context %u)",
+                                c->dim, c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim,
+                                c->ffn_dim, c->vocab_size, c->context_length);
+    if (c->n_heads % c->n_kv_heads)
+        return llorch_error_set(err, "head_count %u is not a multiple of head_count_kv %u",
+                                c->n_heads, c->n_kv_heads);
+    if (c->head_dim % 2 || c->rope_dim % 2 || c->rope_dim == 0 || c->rope_dim > c->head_dim)
+        return llorch_error_set(err, "head dim %u and rope dimension count %u: both must be even "
+                                     "and rope <= head dim", c->head_dim, c->rope_dim);
+    if ((uint64_t)c->q_dim != (uint64_t)c->n_heads * c->head_dim ||
+        (uint64_t)c->kv_dim != (uint64_t)c->n_kv_heads * c->head_dim)
+        return llorch_error_set(err, "q_dim %u / kv_dim %u do not match heads x head dim",
+                                c->q_dim, c->kv_dim);
+    if (c->context_length > (1u << 24))
+        return llorch_error_set(err, "context length %u is above the supported 16M",
+                                c->context_length);
+    if (!(c->norm_eps > 0.0f) || !isfinite(c->norm_eps) || !(c->rope_freq_base > 0.0f) ||
+        !isfinite(c->rope_freq_base))
+        return llorch_error_set(err, "rms epsilon %g and rope freq base %g must be positive",
+                                c->norm_eps, c->rope_freq_base);
+    return 0;
+}
+
+static const gguf_tensor *s_find(const gguf_tensor *tensors, size_t n, const char *name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (tensors[i].name && !strcmp(tensors[i].name, name))
+            return &tensors[i];
+    return NULL;
+}
+
+/* A matrix named `name` of rows x cols (GGUF ne = {cols, rows}). */
+static int s_bind_matrix(weight *w, const gguf_tensor *tensors, size_t n, const char *name,
+                         uint64_t rows, uint64_t cols, const char *what, llorch_error *err)
+{
+    const gguf_tensor *t = s_find(tensors, n, name);
+    if (!t)
+        return llorch_error_set(err, "tensor %s is missing", name);
+    if (t->n_dims != 2 || t->ne[0] != cols || t->ne[1] != rows)
+        return llorch_error_set(err, "tensor %s has shape [%" PRIu64 ", %" PRIu64 ", %" PRIu64
+                                     "]; expected [%" PRIu64 ", %" PRIu64 "] (%s)",
+                                name, t->ne[0], t->ne[1], t->ne[2], cols, rows, what);
+    if (!tensor_type_supported(t->type))
+        return llorch_error_set(err, "tensor %s has type %s, which llorch does not compute with",
+                                name, tensor_type_name(t->type));
+    size_t row_bytes = (size_t)tensor_row_bytes(t->type, cols);
+    if (row_bytes == 0)
+        return llorch_error_set(err, "tensor %s: rows of %" PRIu64 " are not whole %s blocks", name,
+                                cols, tensor_type_name(t->type));
+    if (!t->data)
+        return llorch_error_set(err, "tensor %s has no data", name);
+    *w = (weight){.type = t->type, .layout = WEIGHT_LAYOUT_ROWS, .rows = (int64_t)rows,
+                  .cols = (int64_t)cols, .row_bytes = row_bytes, .data = t->data};
+    return 0;
+}
+
+static int s_bind_norm(const float **out, const gguf_tensor *tensors, size_t n, const char *name,
+                       uint64_t dim, llorch_error *err)
+{
+    const gguf_tensor *t = s_find(tensors, n, name);
+    if (!t)
+        return llorch_error_set(err, "tensor %s is missing", name);
+    if (t->n_dims != 1 || t->ne[0] != dim)
+        return llorch_error_set(err, "tensor %s has %u dims and %" PRIu64 " elements; expected "
+                                     "a vector of %" PRIu64 " (dim)", name, t->n_dims, t->ne[0], dim);
+    if (t->type != TENSOR_F32)
+        return llorch_error_set(err, "norm tensor %s is %s; llorch needs norm weights in F32", name,
+                                tensor_type_name(t->type));
+    if (!t->data)
+        return llorch_error_set(err, "tensor %s has no data", name);
+    *out = t->data;
+    return 0;
+}
+
+int model_weights_bind(model_weights *w, const model_config *c, const gguf_tensor *tensors,
+                       size_t n, uint32_t first, uint32_t last, llorch_error *err)
+{
+    memset(w, 0, sizeof *w);
+    if (first >= last || last > c->n_layers)
+        return llorch_error_set(err, "layer range [%u, %u) is not inside [0, %u)", first, last,
+                                c->n_layers);
+    w->first = first;
+    w->last = last;
+    w->layers = calloc(last - first, sizeof *w->layers);
+    if (!w->layers)
+        return llorch_error_set(err, "out of memory binding %u layers", last - first);
+    char name[96];
+    for (uint32_t l = first; l < last; l++) {
+        layer_weights *lw = &w->layers[l - first];
+#define NAME(suffix) (snprintf(name, sizeof name, "blk.%u.%s", l, suffix), name)
+        if (s_bind_norm(&lw->attn_norm, tensors, n, NAME("attn_norm.weight"), c->dim, err) < 0 ||
+            s_bind_matrix(&lw->wq, tensors, n, NAME("attn_q.weight"), c->q_dim, c->dim,
+                          "dim x n_heads*head_dim", err) < 0 ||
+            s_bind_matrix(&lw->wk, tensors, n, NAME("attn_k.weight"), c->kv_dim, c->dim,
+                          "dim x n_kv_heads*head_dim", err) < 0 ||
+            s_bind_matrix(&lw->wv, tensors, n, NAME("attn_v.weight"), c->kv_dim, c->dim,
+                          "dim x n_kv_heads*head_dim", err) < 0 ||
+            s_bind_matrix(&lw->wo, tensors, n, NAME("attn_output.weight"), c->dim, c->q_dim,
+                          "n_heads*head_dim x dim", err) < 0 ||
+            s_bind_norm(&lw->ffn_norm, tensors, n, NAME("ffn_norm.weight"), c->dim, err) < 0 ||
+            s_bind_matrix(&lw->ffn_gate, tensors, n, NAME("ffn_gate.weight"), c->ffn_dim, c->dim,
+                          "dim x ffn", err) < 0 ||
+            s_bind_matrix(&lw->ffn_up, tensors, n, NAME("ffn_up.weight"), c->ffn_dim, c->dim,
+                          "dim x ffn", err) < 0 ||
+            s_bind_matrix(&lw->ffn_down, tensors, n, NAME("ffn_down.weight"), c->dim, c->ffn_dim,
+                          "ffn x dim", err) < 0) {
+            model_weights_free(w);
+            return -1;
+        }
+#undef NAME
+    }
+    const int need_output = last == c->n_layers;
+    const int tied = need_output && !s_find(tensors, n, "output.weight");
+    if (first == 0 || tied) {
+        if (s_bind_matrix(&w->token_embd, tensors, n, "token_embd.weight", c->vocab_size, c->dim,
+                          "dim x vocab", err) < 0) {
+            model_weights_free(w);
+            return -1;
+        }
+    }
+    if (need_output) {
+        if (s_bind_norm(&w->output_norm, tensors, n, "output_norm.weight", c->dim, err) < 0) {
+            model_weights_free(w);
+            return -1;
+        }
+        if (tied) {
+            w->output = w->token_embd;
+        } else if (s_bind_matrix(&w->output, tensors, n, "output.weight", c->vocab_size, c->dim,
+                                 "dim x vocab", err) < 0) {
+            model_weights_free(w);
+            return -1;
+        }
+    }
+    if (first != 0)
+        w->token_embd = (weight){0};
+    return 0;
+}
+
+void model_weights_free(model_weights *w)
+{
+    free(w->layers);
+    memset(w, 0, sizeof *w);
+}
+
+model *model_open(const char *path, llorch_error *err)
+{
+    model *m = calloc(1, sizeof *m);
+    if (!m) {
+        llorch_error_set(err, "out of memory");
+        return NULL;
+    }
+    m->file = gguf_open(path, err);
+    if (!m->file) {
+        free(m);
+        return NULL;
+    }
+    m->tensors = m->file->tensors;
+    m->n_tensors = m->file->n_tensors;
+    model_weights check;
+    if (model_config_from_gguf(m->file, &m->config, err) < 0 ||
+        model_weights_bind(&check, &m->config, m->tensors, m->n_tensors, 0, m->config.n_layers,
+                           err) < 0) {
+        llorch_error_prefix(err, "%s", path);
+        model_free(&m);
+        return NULL;
+    }
+    model_weights_free(&check);
+    return m;
+}
+
+model *model_from_tensors(const model_config *cfg, const gguf_tensor *tensors, size_t n_tensors,
+                          llorch_error *err)
+{
+    model *m = calloc(1, sizeof *m);
+    if (!m) {
+        llorch_error_set(err, "out of memory");
+        return NULL;
+    }
+    m->config = *cfg;
+    m->tensors = tensors;
+    m->n_tensors = n_tensors;
+    return m;
+}
+
+void model_free(model **pm)
+{
+    if (!pm || !*pm)
+        return;
+    gguf_close(&(*pm)->file);
+    free(*pm);
+    *pm = NULL;
+}
