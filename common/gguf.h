@@ -39,6 +39,16 @@ enum tensor_type {
 #define GGUF_MAX_DIMS 4
 #define GGUF_DEFAULT_ALIGNMENT 32
 
+/* Limits a file must stay within, on top of the checks against its size. Each is far
+ * above any real model; they keep a hostile file from asking for huge allocations. */
+#define GGUF_MAX_ALIGNMENT (1u << 21)   /* general.alignment: a power of two up to 2 MiB */
+#define GGUF_MAX_KVS (1u << 20)         /* metadata entries */
+#define GGUF_MAX_TENSORS (1u << 20)     /* tensor infos */
+#define GGUF_MAX_ARRAY_DEPTH 4          /* arrays of arrays of ... */
+#define GGUF_MAX_ARRAY_ENTRIES (1u << 24) /* strings + nested arrays over all arrays */
+#define GGUF_MAX_KEY_LEN 65535          /* bytes, as the GGUF specification says */
+#define GGUF_MAX_NAME_LEN 64            /* tensor name bytes, as ggml allows */
+
 /* A string inside the file: not NUL-terminated, valid while the file is open. */
 typedef struct gguf_str {
     const char *ptr;
@@ -97,11 +107,22 @@ typedef struct gguf_file {
     /* private */
     void *map;
     size_t map_size;
-    char *path;
+    char *path;              /* for messages; "(buffer)" for gguf_open_buffer */
+    uint32_t *kv_index;      /* open-addressed hash: key -> index + 1, 0 = empty */
+    uint64_t kv_index_cap;   /* power of two */
+    uint32_t *tensor_index;  /* same for tensor names */
+    uint64_t tensor_index_cap;
 } gguf_file;
 
-/* Opens, maps read-only and validates a GGUF file. Returns NULL and fills err (naming
- * the path and what is wrong) on any structural problem. Free with gguf_close. */
+/* Opens, maps read-only and validates a GGUF file: header, every metadata value,
+ * general.alignment, tensor infos (supported type, 1..4 non-zero dims, no element-count
+ * overflow, whole Q8_0 blocks), tensor data (aligned, inside the file, no two tensors
+ * overlapping), unique keys and tensor names, and the tokenizer's special token ids
+ * (tokenizer.ggml.{bos,eos,unknown,padding,separator,seperator}_token_id) against
+ * the length of tokenizer.ggml.tokens (-1, or 0xffffffff as uint32, means "none" and
+ * passes), whose scores and token_type arrays must match its length.
+ * Returns NULL and fills err (naming the path, the key or tensor, and what is wrong)
+ * on any problem. Free with gguf_close. The host must be little-endian, as the file. */
 gguf_file *gguf_open(const char *path, llorch_error *err);
 
 /* Same over a caller-owned buffer, which must outlive the gguf_file (the fuzzer uses it). */
@@ -139,5 +160,9 @@ const char *gguf_type_name(int type);
  * or the type is not supported. */
 uint64_t tensor_row_bytes(enum tensor_type type, uint64_t n);
 bool tensor_type_supported(int type);
+
+/* Bytes of one element of a fixed-size metadata kind (uint8 .. float64, bool); 0 for
+ * string, array and unknown kinds. */
+uint64_t gguf_type_size(int type);
 
 #endif
