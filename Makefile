@@ -12,7 +12,7 @@ OPT ?= -O2
 WARN := -Wall -Wextra -Werror -Wno-unused-parameter -Wshadow -Wvla
 CFLAGS_ALL := -std=c11 -D_GNU_SOURCE $(OPT) -g -pthread -fPIC $(WARN) \
               -Icommon -Iproto -Iclient $(EXTRA_CFLAGS)
-LDLIBS_ALL := -ljansson -lm -lpthread
+LDLIBS_ALL := -ljansson -lmsgpackc -lzmq -lsodium -lm -lpthread
 
 ifeq ($(SAN),1)
 CFLAGS_ALL += -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
