@@ -16,20 +16,33 @@ static inline float s_hsum(__m256 v)
     return _mm_cvtss_f32(lo);
 }
 
+/* ggml's reduction of four 8-lane accumulators: pairwise adds, then two horizontal
+ * adds. With the same 32-element steps this gives the same float result as ggml's
+ * single-row dot products, so that rounding the result to F16 or Q8_0 in the next
+ * layer rounds the same way as llama.cpp does. */
+static inline float s_reduce4(__m256 sum[4])
+{
+    sum[0] = _mm256_add_ps(sum[0], sum[2]);
+    sum[1] = _mm256_add_ps(sum[1], sum[3]);
+    sum[0] = _mm256_add_ps(sum[0], sum[1]);
+    const __m128 t0 = _mm_add_ps(_mm256_castps256_ps128(sum[0]), _mm256_extractf128_ps(sum[0], 1));
+    const __m128 t1 = _mm_hadd_ps(t0, t0);
+    return _mm_cvtss_f32(_mm_hadd_ps(t1, t1));
+}
+
 float kernel_avx2_dot_f32(const float *w, const float *x, int64_t n)
 {
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(x + i), acc0);
-        acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 8), _mm256_loadu_ps(x + i + 8), acc1);
-    }
-    for (; i + 8 <= n; i += 8)
-        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(x + i), acc0);
-    float sum = s_hsum(_mm256_add_ps(acc0, acc1));
-    for (; i < n; i++)
-        sum += w[i] * x[i];
-    return sum;
+    __m256 sum[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
+                     _mm256_setzero_ps()};
+    const int64_t np = n & ~(int64_t)31;
+    for (int64_t i = 0; i < np; i += 32)
+        for (int j = 0; j < 4; j++)
+            sum[j] = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 8 * j), _mm256_loadu_ps(x + i + 8 * j),
+                                     sum[j]);
+    float total = s_reduce4(sum);
+    for (int64_t i = np; i < n; i++)
+        total += w[i] * x[i];
+    return total;
 }
 
 static inline __m256 s_load_f16(const uint16_t *p)
@@ -37,20 +50,19 @@ static inline __m256 s_load_f16(const uint16_t *p)
     return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
 }
 
+/* As ggml: the tail (n % 32) is added in double. */
 float kernel_avx2_dot_f16(const uint16_t *w, const uint16_t *x, int64_t n)
 {
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        acc0 = _mm256_fmadd_ps(s_load_f16(w + i), s_load_f16(x + i), acc0);
-        acc1 = _mm256_fmadd_ps(s_load_f16(w + i + 8), s_load_f16(x + i + 8), acc1);
-    }
-    for (; i + 8 <= n; i += 8)
-        acc0 = _mm256_fmadd_ps(s_load_f16(w + i), s_load_f16(x + i), acc0);
-    float sum = s_hsum(_mm256_add_ps(acc0, acc1));
-    for (; i < n; i++)
-        sum += fp16_to_f32(w[i]) * fp16_to_f32(x[i]);
-    return sum;
+    __m256 sum[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
+                     _mm256_setzero_ps()};
+    const int64_t np = n & ~(int64_t)31;
+    for (int64_t i = 0; i < np; i += 32)
+        for (int j = 0; j < 4; j++)
+            sum[j] = _mm256_fmadd_ps(s_load_f16(w + i + 8 * j), s_load_f16(x + i + 8 * j), sum[j]);
+    double total = s_reduce4(sum);
+    for (int64_t i = np; i < n; i++)
+        total += (double)(fp16_to_f32(w[i]) * fp16_to_f32(x[i]));
+    return (float)total;
 }
 
 static inline __m256 s_load_bf16(const uint16_t *p)

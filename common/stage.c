@@ -11,6 +11,10 @@
 
 #define DEFAULT_MAX_SEQS 64
 
+/* Loops of fewer multiply-adds than this run on the calling thread alone: waking the
+ * pool would cost more than the loop (tiny models, single short rows). */
+#define PARALLEL_MIN_WORK 32768
+
 struct stage {
     const model *m;
     model_config cfg;
@@ -171,6 +175,14 @@ static void s_trace(const stage *s, const char *name, int layer, const float *da
 
 /* ---- matrix products on the pool -------------------------------------------------- */
 
+static void s_parallel(stage *s, int64_t n, int64_t work, threadpool_fn fn, void *ctx)
+{
+    if (work < PARALLEL_MIN_WORK)
+        fn(ctx, 0, n, 0);
+    else
+        threadpool_for(s->pool, n, fn, ctx);
+}
+
 /* Up to three products sharing one batch, run as one parallel loop over the
  * concatenated output rows (one barrier for q, k and v together). */
 typedef struct matmul_job {
@@ -200,11 +212,12 @@ static void s_matmuls(stage *s, int n, const weight *const *w, float *const *out
                       int n_rows)
 {
     matmul_job job = {.n = n};
-    int64_t total = 0;
+    int64_t total = 0, work = 0;
     for (int i = 0; i < n; i++) {
         job.w[i] = w[i];
         job.out[i] = out[i];
         total += w[i]->rows;
+        work += w[i]->rows * w[i]->cols * n_rows;
         int same = -1;
         for (int j = 0; j < i; j++)
             if (w[j]->type == w[i]->type)
@@ -216,7 +229,7 @@ static void s_matmuls(stage *s, int n, const weight *const *w, float *const *out
         job.act[i] = kernel_act_init(w[i]->type, x, n_rows, w[i]->cols, s->act_buf[i]);
         kernel_act_convert(&job.act[i], x, 0, n_rows);
     }
-    threadpool_for(s->pool, total, s_matmul_share, &job);
+    s_parallel(s, total, work, s_matmul_share, &job);
 }
 
 static void s_matmul(stage *s, const weight *w, float *out, const float *x, int n_rows)
@@ -329,7 +342,10 @@ static int s_forward_chunk(stage *s, const stage_row *rows, int n, const float *
         s_trace(s, "q_rope", L, s->q, 3, c->head_dim, c->n_heads, n);
         s_trace(s, "k_rope", L, s->k, 3, c->head_dim, c->n_kv_heads, n);
         attention_job job = {s, rows, n, (int)li};
-        threadpool_for(s->pool, (int64_t)n * c->n_heads, s_attention_share, &job);
+        int64_t work = 0;
+        for (int r = 0; r < n; r++)
+            work += 2 * (int64_t)(rows[r].pos + 1) * c->q_dim;
+        s_parallel(s, (int64_t)n * c->n_heads, work, s_attention_share, &job);
         if (s->trace_kq) {
             s_trace(s, "kq", L, s->trace_kq, 3, s->trace_n_kv, n, c->n_heads);
             s_trace(s, "kq_softmax", L, s->trace_kq_soft, 3, s->trace_n_kv, n, c->n_heads);

@@ -7,9 +7,11 @@
 #include <stdbool.h>
 #include <stdlib.h>
 
-/* Polls of the generation counter before a thread goes to sleep on the condition
- * variable: long enough to cover the gap between the loops of one forward pass. */
-#define SPIN_POLLS (1 << 16)
+/* Polls of an atomic before a thread goes to sleep on a condition variable (a few
+ * tens of microseconds): long enough to cover the gap between the loops of one
+ * forward pass, short enough not to steal the core from a descheduled partner when
+ * the machine has more runnable threads than cores. */
+#define SPIN_POLLS 2000
 
 typedef struct pool_thread {
     threadpool *pool;
@@ -21,7 +23,8 @@ struct threadpool {
     int n_threads;
     pool_thread *threads; /* n_threads - 1 */
     pthread_mutex_t mutex;
-    pthread_cond_t wake;
+    pthread_cond_t wake; /* generation changed (or stop) */
+    pthread_cond_t done; /* pending reached 0 */
     _Atomic uint64_t generation; /* bumped once per loop, after the job is written */
     _Atomic int pending;         /* pool threads still running the current loop */
     _Atomic bool stop;
@@ -67,7 +70,11 @@ static void *s_thread_main(void *arg)
             return NULL;
         seen = gen;
         s_run_share(pool, self->index);
-        atomic_fetch_sub_explicit(&pool->pending, 1, memory_order_release);
+        if (atomic_fetch_sub_explicit(&pool->pending, 1, memory_order_acq_rel) == 1) {
+            pthread_mutex_lock(&pool->mutex);
+            pthread_cond_signal(&pool->done);
+            pthread_mutex_unlock(&pool->mutex);
+        }
     }
 }
 
@@ -85,6 +92,7 @@ threadpool *threadpool_new(int n_threads, llorch_error *err)
     pool->n_threads = n_threads;
     pthread_mutex_init(&pool->mutex, NULL);
     pthread_cond_init(&pool->wake, NULL);
+    pthread_cond_init(&pool->done, NULL);
     pool->threads = calloc((size_t)n_threads, sizeof *pool->threads);
     if (!pool->threads) {
         llorch_error_set(err, "out of memory for the thread pool");
@@ -118,6 +126,7 @@ void threadpool_free(threadpool **pp)
         for (int i = 1; i < pool->n_threads; i++)
             pthread_join(pool->threads[i - 1].tid, NULL);
     pthread_cond_destroy(&pool->wake);
+    pthread_cond_destroy(&pool->done);
     pthread_mutex_destroy(&pool->mutex);
     free(pool->threads);
     free(pool);
@@ -146,6 +155,12 @@ void threadpool_for(threadpool *pool, int64_t n, threadpool_fn fn, void *ctx)
     pthread_cond_broadcast(&pool->wake);
     pthread_mutex_unlock(&pool->mutex);
     s_run_share(pool, 0);
-    while (atomic_load_explicit(&pool->pending, memory_order_acquire) != 0)
+    for (int i = 0; i < SPIN_POLLS && atomic_load_explicit(&pool->pending, memory_order_acquire); i++)
         s_pause();
+    if (atomic_load_explicit(&pool->pending, memory_order_acquire)) {
+        pthread_mutex_lock(&pool->mutex);
+        while (atomic_load_explicit(&pool->pending, memory_order_acquire))
+            pthread_cond_wait(&pool->done, &pool->mutex);
+        pthread_mutex_unlock(&pool->mutex);
+    }
 }

@@ -1,0 +1,135 @@
+// generate.test.mjs - proves `llorch generate` (in-process) gives llama.cpp's greedy tokens and per-step top-5 probabilities, on stories260K (v3 and v1) and generated models of several shapes and types, in every kernel variant.
+import {test, before, after} from "node:test";
+import assert from "node:assert/strict";
+import {llamaCpp, llorch, mkmodel, requireLlorch, sharedFile} from "./lib.mjs";
+
+const N_PREDICT = 64;
+const TOP = 5;
+
+// Tolerances on |p_llorch - p_llama.cpp| of the top-5 probabilities per step.
+// A single-token step is computed with llama.cpp's arithmetic (same activation
+// rounding, same summation order in the AVX2 dot products); the prompt is not:
+// llama.cpp runs batches through llamafile's sgemm, another summation order, while
+// llorch gives a row the same result in any batch. Those float-noise differences in
+// the prompt's K/V move activations across rounding boundaries later on:
+// F32 (no rounding of activations): seen <= 6e-5.
+// F16 (activations rounded to F16, a step of 2^-11 relative): seen up to 9.9e-4.
+// Q8_0 (activations quantized per block of 32, integer dot products identical): a
+// quantum is 1/127 of the block's maximum, so noise rarely crosses a boundary and
+// the probabilities agree to <= 6e-5; 2e-4 leaves a margin of 3.
+const TOL = {F32: 1e-4, F16: 1e-3, Q8_0: 2e-4};
+
+const vocab = () => sharedFile("vocab/ggml-vocab-llama-spm.gguf");
+const gen = (name, type, shape) => ({
+    name: `${name} ${type}`, type, prompt: "The quick brown fox jumps over the lazy dog.",
+    file: () => mkmodel(`gen-${name}-${type}`, {...shape, type: type.toLowerCase(), layers: 2, ctx: 512,
+                                                 vocab: vocab(), seed: 7}),
+});
+
+const cases = [
+    {name: "stories260K (GGUF v3)", type: "F32", prompt: "Once upon a time",
+     file: () => sharedFile("models/stories260K.gguf")},
+    {name: "stories260K (GGUF v1; llama.cpp runs the v3 file)", type: "F32", prompt: "Once upon a time",
+     file: () => sharedFile("models/tinyllamas-stories-260k-f32.gguf"),
+     ref: () => sharedFile("models/stories260K.gguf")},
+    gen("gqa-dim128", "F32", {dim: 128, heads: 8, "kv-heads": 2, ffn: 344}),
+    gen("mqa-dim96", "F32", {dim: 96, heads: 6, "kv-heads": 1, ffn: 200}),
+    gen("plain-dim160", "F16", {dim: 160, heads: 5, "kv-heads": 5, ffn: 416}),
+    gen("gqa-dim96", "F16", {dim: 96, heads: 4, "kv-heads": 2, ffn: 256}),
+    gen("gqa-dim128", "Q8_0", {dim: 128, heads: 8, "kv-heads": 2, ffn: 352}),
+    gen("mqa-dim160", "Q8_0", {dim: 160, heads: 10, "kv-heads": 1, ffn: 416}),
+    gen("plain-dim96", "Q8_0", {dim: 96, heads: 3, "kv-heads": 3, ffn: 288}),
+];
+
+let llama;
+const refCache = new Map();
+
+before(async () => {
+    requireLlorch();
+    llama = await llamaCpp();
+});
+
+after(async () => {
+    await llama?.dispose();
+});
+
+// llama.cpp's greedy run: prompt tokens, then per step the chosen token and the top
+// probabilities (softmax of the raw logits), until EOS or N_PREDICT tokens.
+async function llamaGreedy(file, prompt) {
+    const key = `${file}\n${prompt}`;
+    if (refCache.has(key))
+        return refCache.get(key);
+    const model = await llama.loadModel({modelPath: file});
+    const context = await model.createContext({contextSize: 256, batchSize: 256, threads: 2,
+                                               flashAttention: false,
+                                               experimentalKvCacheKeyType: "F32",
+                                               experimentalKvCacheValueType: "F32"});
+    const prompt_tokens = Array.from(model.tokenize(prompt));
+    if (model.tokens.shouldPrependBosToken)
+        prompt_tokens.unshift(model.tokens.bos);
+    const steps = [];
+    let eos = false;
+    const seq = context.getSequence();
+    for await (const out of seq.evaluateWithMetadata(prompt_tokens, {probabilities: true}, {temperature: 0})) {
+        const top = Array.from(out.probabilities.entries()).slice(0, TOP + 1).map(([id, p]) => ({id, p}));
+        steps.push({token: out.token, top});
+        if (out.token === model.tokens.eos) {
+            eos = true;
+            break;
+        }
+        if (steps.length >= N_PREDICT)
+            break;
+    }
+    await context.dispose();
+    await model.dispose();
+    const ref = {prompt_tokens, steps, eos};
+    refCache.set(key, ref);
+    return ref;
+}
+
+function llorchGreedy(file, prompt, isa) {
+    const out = llorch(["generate", "-m", file, "-p", prompt, "-n", String(N_PREDICT), "--temp", "0",
+                        "--top", String(TOP + 1), "--json", "--in-process", "--threads", "2"],
+                       isa ? {LLORCH_ISA: isa} : {});
+    return JSON.parse(out);
+}
+
+// Position k < TOP of both top lists must hold the same id unless its probability is
+// within the tolerance of a neighbour's (a near tie may order either way; the lists
+// hold TOP + 1 entries so that rank TOP - 1 has a neighbour below).
+function compareTop(mine, ref, tol, where) {
+    let maxDiff = 0;
+    for (let k = 0; k < TOP; k++) {
+        const diff = Math.abs(mine[k].p - ref[k].p);
+        maxDiff = Math.max(maxDiff, diff);
+        assert.ok(diff <= tol, `${where} rank ${k}: p ${mine[k].p} vs llama.cpp ${ref[k].p} (tol ${tol})`);
+        if (mine[k].id !== ref[k].id) {
+            const near = [k - 1, k + 1].some((j) => j >= 0 && j <= TOP && Math.abs(ref[j].p - ref[k].p) <= 2 * tol);
+            assert.ok(near, `${where} rank ${k}: id ${mine[k].id} vs llama.cpp ${ref[k].id}`);
+        }
+    }
+    return maxDiff;
+}
+
+for (const c of cases) {
+    for (const isa of [null, "scalar"]) {
+        test(`greedy ${N_PREDICT} tokens and top-${TOP} probabilities equal llama.cpp's: ${c.name}` +
+             `${isa ? ` (LLORCH_ISA=${isa})` : ""}`, async (t) => {
+            const file = c.file();
+            const ref = await llamaGreedy(c.ref ? c.ref() : file, c.prompt);
+            const got = llorchGreedy(file, c.prompt, isa);
+            assert.deepEqual(got.prompt_tokens, ref.prompt_tokens, "prompt tokens");
+            const refTokens = ref.steps.map((s) => s.token).filter((_, i) => !(ref.eos && i === ref.steps.length - 1));
+            assert.deepEqual(got.tokens, refTokens, "greedy tokens");
+            assert.equal(got.stop_reason, ref.eos ? "eos" : "length");
+            assert.equal(got.top.length, got.tokens.length);
+            let maxDiff = 0;
+            for (let s = 0; s < got.tokens.length; s++)
+                maxDiff = Math.max(maxDiff, compareTop(got.top[s], ref.steps[s].top, TOL[c.type], `step ${s}`));
+            t.diagnostic(`max |dp| over ${got.tokens.length} steps: ${maxDiff.toExponential(2)} ` +
+                         `(tolerance ${TOL[c.type]})`);
+            assert.ok(typeof got.text === "string" && got.text.length > 0);
+            assert.ok(got.timings.gen_tokens_per_s > 0 && got.timings.load_ms >= 0);
+        });
+    }
+}
