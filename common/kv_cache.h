@@ -69,7 +69,7 @@ int kv_cache_reserve(kv_cache *c, const uint64_t *seq_ids, const int32_t *pos_en
 /* Returns seq_id's blocks to the pool. Returns 1 when it was held, 0 when not. */
 int kv_cache_free_seq(kv_cache *c, uint64_t seq_id);
 
-/* Sequences held and free blocks, for stats. */
+/* Sequences held, for stats (free blocks: c->n_free). */
 int kv_cache_n_seqs(const kv_cache *c);
 
 /* Key (kv_dim floats) of position pos of the sequence in slot, for the stage's layer

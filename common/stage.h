@@ -42,7 +42,8 @@ typedef void (*stage_trace_fn)(void *user, const stage_trace_tensor *t);
 
 typedef struct stage_opts {
     int threads;            /* threads of the stage's pool (>= 1) */
-    size_t kv_budget_bytes; /* memory for keys and values of all sequences */
+    size_t kv_budget_bytes; /* memory for keys and values of all sequences (0: one
+                               sequence of n_ctx positions) */
     int max_batch_rows;     /* scratch is sized for this many rows; larger batches are run
                                in chunks of this many */
     int max_seqs;           /* sequences held at once (0: 64) */
