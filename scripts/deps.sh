@@ -11,7 +11,7 @@ quiet=0
 
 pkgs=(build-essential clang libclang-rt-14-dev pkg-config git
       libzmq3-dev libmsgpack-dev libsodium-dev libmicrohttpd-dev libjansson-dev
-      libcmocka-dev nodejs npm iproute2 curl)
+      libcmocka-dev nodejs npm iproute2 curl time)
 
 missing=()
 for p in "${pkgs[@]}"; do
