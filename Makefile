@@ -36,6 +36,11 @@ TEST_BIN := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 BINS := $(BUILD)/bin/llorch
 
+# Process binaries: every loader/*.c into llorch-loader, every worker/*.c into llorch-worker.
+LOADER_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard loader/*.c))
+WORKER_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard worker/*.c))
+BINS += $(BUILD)/bin/llorch-loader $(if $(WORKER_OBJ),$(BUILD)/bin/llorch-worker)
+
 .PHONY: all test unit unit-asan reference fuzz run deps clean bench check-gcc-clang
 all: $(BINS) $(TEST_BIN)
 
@@ -51,6 +56,14 @@ $(CORE_LIB): $(CORE_OBJ)
 $(BUILD)/bin/llorch: $(CLI_OBJ) $(CORE_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS_ALL) -pthread -o $@ $(CLI_OBJ) $(CORE_LIB) $(LDLIBS_ALL)
+
+$(BUILD)/bin/llorch-loader: $(LOADER_OBJ) $(CORE_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_ALL) -pthread -o $@ $(LOADER_OBJ) $(CORE_LIB) $(LDLIBS_ALL) -lrt
+
+$(BUILD)/bin/llorch-worker: $(WORKER_OBJ) $(CORE_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_ALL) -pthread -o $@ $(WORKER_OBJ) $(CORE_LIB) $(LDLIBS_ALL) -lrt
 
 $(BUILD)/tests/%: tests/unit/%.c $(CORE_LIB)
 	@mkdir -p $(dir $@)
