@@ -41,7 +41,20 @@ LOADER_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard loader/*.c))
 WORKER_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard worker/*.c))
 BINS += $(BUILD)/bin/llorch-loader $(if $(WORKER_OBJ),$(BUILD)/bin/llorch-worker)
 
-.PHONY: all test unit unit-asan reference fuzz run deps clean bench check-gcc-clang
+# llorch-router from router/*.c. libllorch (client/lib/*.c plus the message layer it
+# uses) as a shared and a static library with a pkg-config file; the CLI links the
+# client objects too. tests/pipeline/*.c are helper programs of the pipeline tests.
+ROUTER_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard router/*.c))
+CLIENT_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard client/lib/*.c))
+CLIENT_DEP_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard proto/*.c) common/error.c common/log.c)
+CLIENT_LIBS := -lmsgpackc -lzmq -lsodium -lpthread
+PIPE_TEST_BIN := $(patsubst tests/pipeline/%.c,$(BUILD)/tests/pipeline/%,$(wildcard tests/pipeline/*.c))
+CLI_OBJ += $(CLIENT_OBJ)
+BINS += $(BUILD)/bin/llorch-router $(BUILD)/lib/libllorch.so $(BUILD)/lib/libllorch.a \
+        $(BUILD)/lib/pkgconfig/llorch.pc $(PIPE_TEST_BIN)
+PREFIX ?= /usr/local
+
+.PHONY: all test unit unit-asan reference fuzz run deps clean bench check-gcc-clang install
 all: $(BINS) $(TEST_BIN)
 
 $(BUILD)/obj/%.o: %.c
@@ -64,6 +77,42 @@ $(BUILD)/bin/llorch-loader: $(LOADER_OBJ) $(CORE_LIB)
 $(BUILD)/bin/llorch-worker: $(WORKER_OBJ) $(CORE_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS_ALL) -pthread -o $@ $(WORKER_OBJ) $(CORE_LIB) $(LDLIBS_ALL) -lrt
+
+$(BUILD)/bin/llorch-router: $(ROUTER_OBJ) $(CORE_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_ALL) -pthread -o $@ $(ROUTER_OBJ) $(CORE_LIB) $(LDLIBS_ALL)
+
+$(BUILD)/lib/libllorch.so.1: $(CLIENT_OBJ) $(CLIENT_DEP_OBJ) client/lib/llorch.map
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_ALL) -shared -Wl,-soname,libllorch.so.1 -Wl,--version-script=client/lib/llorch.map \
+	    -Wl,--no-undefined -o $@ $(CLIENT_OBJ) $(CLIENT_DEP_OBJ) $(CLIENT_LIBS)
+
+$(BUILD)/lib/libllorch.so: $(BUILD)/lib/libllorch.so.1
+	ln -sf libllorch.so.1 $@
+
+$(BUILD)/lib/libllorch.a: $(CLIENT_OBJ) $(CLIENT_DEP_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/lib/pkgconfig/llorch.pc: client/lib/llorch.pc.in
+	@mkdir -p $(dir $@)
+	sed -e 's|@PREFIX@|$(abspath $(BUILD))|; s|@INCLUDEDIR@|$(abspath client/lib)|' $< > $@
+
+$(BUILD)/tests/pipeline/%: tests/pipeline/%.c $(CLIENT_OBJ) $(CORE_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -MMD -MP -o $@ $< $(CLIENT_OBJ) $(CORE_LIB) $(LDFLAGS_ALL) $(LDLIBS_ALL)
+
+# `make install [PREFIX=/usr/local] [DESTDIR=]`: the binaries, libllorch, llorch.h, llorch.pc.
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include
+	install -m 755 $(filter $(BUILD)/bin/%,$(BINS)) $(DESTDIR)$(PREFIX)/bin/
+	install -m 755 $(BUILD)/lib/libllorch.so.1 $(DESTDIR)$(PREFIX)/lib/
+	ln -sf libllorch.so.1 $(DESTDIR)$(PREFIX)/lib/libllorch.so
+	install -m 644 $(BUILD)/lib/libllorch.a $(DESTDIR)$(PREFIX)/lib/
+	install -m 644 client/lib/llorch.h $(DESTDIR)$(PREFIX)/include/
+	sed -e 's|@PREFIX@|$(PREFIX)|; s|@INCLUDEDIR@|$${prefix}/include|' client/lib/llorch.pc.in \
+	    > $(DESTDIR)$(PREFIX)/lib/pkgconfig/llorch.pc
 
 $(BUILD)/tests/%: tests/unit/%.c $(CORE_LIB)
 	@mkdir -p $(dir $@)
