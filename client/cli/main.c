@@ -17,6 +17,9 @@ static const command s_commands[] = {
     {"tokenize", cmd_tokenize, "turn text into token ids with a model's vocabulary"},
     {"generate", cmd_generate, "generate text from a prompt"},
     {"check", cmd_check, "run the 12 correctness checkpoints and write a proof bundle"},
+    {"up", cmd_up, "start a loader, workers and a router on this host"},
+    {"stats", cmd_stats, "show a running router's counters"},
+    {"keygen", cmd_keygen, "write a CurveZMQ key pair for tcp:// links"},
 };
 
 static void s_usage(FILE *out)
