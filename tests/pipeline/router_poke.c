@@ -14,8 +14,9 @@
  *       sends off-schema, truncated, oversized, wrong-version, unknown-type and
  *       wrong-direction frames to both sockets, expects an ERROR for each where a reply
  *       is due, then checks the router still answers STATS. Exit 0 when it does.
- *   router_poke curve CLIENTS_EP SERVER_PUB
- *       connects with a key the router does not know: expects no answer, then exit 0.
+ *   router_poke curve CLIENTS_EP SERVER_PUB CLIENT_KEY
+ *       connects with a key the router does not know (no answer expected), then with
+ *       CLIENT_KEY from its allow-list (STATS expected). Exit 0 when both hold.
  *   router_poke concurrent CLIENTS_EP N_PREDICT PROMPT...
  *       runs each prompt alone (greedy), then all at once, one client per thread;
  *       exit 0 when every concurrent text equals its solo text and the router's
@@ -241,7 +242,7 @@ static int s_malformed(const char *clients_ep, const char *control_ep)
     return bad;
 }
 
-static int s_curve_refused(const char *ep, const char *server_pub)
+static int s_curve(const char *ep, const char *server_pub, const char *client_key)
 {
     security_keypair stranger;
     llorch_error err = {0};
@@ -265,6 +266,18 @@ static int s_curve_refused(const char *ep, const char *server_pub)
         return 1;
     }
     printf("unknown CURVE key: refused\n");
+    llorch_curve curve = {client_key, server_pub};
+    char e[512];
+    llorch_client *c = llorch_connect(ep, &curve, e, sizeof e);
+    llorch_stat st[64];
+    size_t k = 0;
+    int rc = c ? llorch_stats(c, st, 64, &k, 5000, e, sizeof e) : -1;
+    llorch_close(&c);
+    if (rc != 0) {
+        fprintf(stderr, "an allowed CURVE key was not served: %s\n", e);
+        return 1;
+    }
+    printf("allowed CURVE key: served\n");
     return 0;
 }
 
@@ -272,11 +285,11 @@ int main(int argc, char **argv)
 {
     if (argc >= 4 && !strcmp(argv[1], "malformed"))
         return s_malformed(argv[2], argv[3]);
-    if (argc >= 4 && !strcmp(argv[1], "curve"))
-        return s_curve_refused(argv[2], argv[3]);
+    if (argc >= 5 && !strcmp(argv[1], "curve"))
+        return s_curve(argv[2], argv[3], argv[4]);
     if (argc >= 5 && !strcmp(argv[1], "concurrent"))
         return s_concurrent(argv[2], (unsigned)atoi(argv[3]), argc - 4, argv + 4);
-    fprintf(stderr, "usage: router_poke malformed CLIENTS_EP CONTROL_EP | curve EP SERVER_PUB | "
+    fprintf(stderr, "usage: router_poke malformed CLIENTS_EP CONTROL_EP | curve EP SERVER_PUB CLIENT_KEY | "
                     "concurrent EP N_PREDICT PROMPT...\n");
     return 2;
 }
