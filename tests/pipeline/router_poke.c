@@ -1,5 +1,6 @@
 /* router_poke.c - test driver for a running router: malformed frames, concurrent sessions, stats. */
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,9 @@
  *   router_poke curve CLIENTS_EP SERVER_PUB CLIENT_KEY
  *       connects with a key the router does not know (no answer expected), then with
  *       CLIENT_KEY from its allow-list (STATS expected). Exit 0 when both hold.
+ *   router_poke cancel CLIENTS_EP
+ *       a long request cancelled by llorch_cancel from another thread, and one whose
+ *       callback returns non-zero after 3 tokens: both end "cancelled", soon.
  *   router_poke concurrent CLIENTS_EP N_PREDICT PROMPT...
  *       runs each prompt alone (greedy), then all at once, one client per thread;
  *       exit 0 when every concurrent text equals its solo text and the router's
@@ -281,8 +285,70 @@ static int s_curve(const char *ep, const char *server_pub, const char *client_ke
     return 0;
 }
 
+typedef struct cancel_job {
+    llorch_client *c;
+    llorch_result res;
+    int rc;
+    unsigned seen;
+    unsigned stop_after; /* callback returns 1 at this many tokens (0 = never) */
+} cancel_job;
+
+static int s_count(void *user, const llorch_token *t)
+{
+    cancel_job *j = user;
+    (void)t;
+    unsigned seen = __atomic_add_fetch(&j->seen, 1, __ATOMIC_RELAXED);
+    return j->stop_after && seen >= j->stop_after;
+}
+
+static void *s_long(void *arg)
+{
+    cancel_job *j = arg;
+    llorch_params p;
+    llorch_params_init(&p);
+    p.temperature = 0;
+    p.max_tokens = 1u << 20;
+    p.timeout_ms = 30000;
+    j->rc = llorch_generate(j->c, "Once upon a time", &p, s_count, j, &j->res);
+    return NULL;
+}
+
+static int s_cancel(const char *ep)
+{
+    int bad = 0;
+    char err[512];
+    for (int mode = 0; mode < 2; mode++) {
+        cancel_job j = {.stop_after = mode == 1 ? 3 : 0};
+        j.c = llorch_connect(ep, NULL, err, sizeof err);
+        if (!j.c) {
+            fprintf(stderr, "%s\n", err);
+            return 1;
+        }
+        pthread_t th;
+        pthread_create(&th, NULL, s_long, &j);
+        if (mode == 0) {
+            while (__atomic_load_n(&j.seen, __ATOMIC_RELAXED) < 2)
+                sched_yield();
+            llorch_cancel(j.c);
+        }
+        pthread_join(th, NULL);
+        if (j.rc != 0 || strcmp(j.res.stop_reason, "cancelled") != 0) {
+            fprintf(stderr, "%s: rc %d, stop %s (%s)\n", mode ? "callback" : "llorch_cancel",
+                    j.rc, j.res.stop_reason, j.res.error);
+            bad = 1;
+        } else {
+            printf("%s: cancelled after %u tokens\n", mode ? "callback" : "llorch_cancel",
+                   j.res.n_generated_tokens);
+        }
+        llorch_close(&j.c);
+    }
+    return bad;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc >= 3 && !strcmp(argv[1], "cancel"))
+        return s_cancel(argv[2]);
     if (argc >= 4 && !strcmp(argv[1], "malformed"))
         return s_malformed(argv[2], argv[3]);
     if (argc >= 5 && !strcmp(argv[1], "curve"))
@@ -290,6 +356,6 @@ int main(int argc, char **argv)
     if (argc >= 5 && !strcmp(argv[1], "concurrent"))
         return s_concurrent(argv[2], (unsigned)atoi(argv[3]), argc - 4, argv + 4);
     fprintf(stderr, "usage: router_poke malformed CLIENTS_EP CONTROL_EP | curve EP SERVER_PUB CLIENT_KEY | "
-                    "concurrent EP N_PREDICT PROMPT...\n");
+                    "cancel EP | concurrent EP N_PREDICT PROMPT...\n");
     return 2;
 }
