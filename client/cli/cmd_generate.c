@@ -117,6 +117,8 @@ static int s_print_json(const generate_result *r)
 
 int cmd_generate(int argc, char **argv)
 {
+    if (generate_remote_wanted(argc, argv))
+        return cmd_generate_remote(argc, argv);
     const char *model_path = NULL, *prompt = NULL;
     bool json = false;
     long n_predict = 128, top = 0, threads = sysconf(_SC_NPROCESSORS_ONLN);
