@@ -15,5 +15,8 @@ if [ ! -f "$model" ]; then
 fi
 
 prompt=${PROMPT:-Once upon a time}
-echo "run: llorch generate -m $model -p \"$prompt\" -n 48"
-build/bin/llorch generate -m "$model" -p "$prompt" -n 48
+# The main job through the real pipeline: a loader, two workers (half the layers each)
+# and a router as processes, started for this call and stopped after it.
+echo "run: llorch generate -m $model --workers 2 -p \"$prompt\" -n 48"
+build/bin/llorch generate -m "$model" --workers 2 -p "$prompt" -n 48
+echo
