@@ -78,9 +78,10 @@ $(BUILD)/bin/llorch-worker: $(WORKER_OBJ) $(CORE_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS_ALL) -pthread -o $@ $(WORKER_OBJ) $(CORE_LIB) $(LDLIBS_ALL) -lrt
 
-$(BUILD)/bin/llorch-router: $(ROUTER_OBJ) $(CORE_LIB)
+# The router's HTTP API (router/http*.c) reaches the router through libllorch.
+$(BUILD)/bin/llorch-router: $(ROUTER_OBJ) $(CLIENT_OBJ) $(CORE_LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS_ALL) -pthread -o $@ $(ROUTER_OBJ) $(CORE_LIB) $(LDLIBS_ALL)
+	$(CC) $(LDFLAGS_ALL) -pthread -o $@ $(ROUTER_OBJ) $(CLIENT_OBJ) $(CORE_LIB) $(LDLIBS_ALL) -lmicrohttpd
 
 $(BUILD)/lib/libllorch.so.1: $(CLIENT_OBJ) $(CLIENT_DEP_OBJ) client/lib/llorch.map
 	@mkdir -p $(dir $@)
@@ -113,6 +114,13 @@ install: all
 	install -m 644 client/lib/llorch.h $(DESTDIR)$(PREFIX)/include/
 	sed -e 's|@PREFIX@|$(PREFIX)|; s|@INCLUDEDIR@|$${prefix}/include|' client/lib/llorch.pc.in \
 	    > $(DESTDIR)$(PREFIX)/lib/pkgconfig/llorch.pc
+
+# Unit tests of the HTTP API link its objects (all router/http*.c) and libllorch.
+HTTP_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard router/http*.c))
+$(BUILD)/tests/test_http%: tests/unit/test_http%.c $(HTTP_OBJ) $(CLIENT_OBJ) $(CORE_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -Itests/unit -Irouter -MMD -MP -o $@ $< $(HTTP_OBJ) $(CLIENT_OBJ) $(CORE_LIB) \
+	    $(LDFLAGS_ALL) -lcmocka $(LDLIBS_ALL) -lmicrohttpd
 
 $(BUILD)/tests/%: tests/unit/%.c $(CORE_LIB)
 	@mkdir -p $(dir $@)

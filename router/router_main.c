@@ -6,10 +6,13 @@
 #include <string.h>
 #include <zmq.h>
 
+#include "http.h"
 #include "log.h"
 #include "router.h"
 
 static volatile sig_atomic_t s_stop;
+static http_config s_http_cfg;   /* --http and its limits */
+static http_server *s_http;
 
 static void s_on_signal(int sig)
 {
@@ -46,8 +49,9 @@ static void s_usage(FILE *out)
             "  --curve-server-public KEY|FILE  the loader's and workers' public key, for the\n"
             "                          tcp:// sockets it connects\n"
             "  -h, --help              this help\n"
-            "\n"
-            "SIGTERM or SIGINT stops it cleanly. LLORCH_LOG_LEVEL=debug shows every session.\n");
+            "\n");
+    http_config_usage(out);
+    fprintf(out, "\nSIGTERM or SIGINT stops it cleanly. LLORCH_LOG_LEVEL=debug shows every session.\n");
 }
 
 static int s_int(const char *opt, const char *v, int min, int max, int *out)
@@ -96,8 +100,14 @@ static int s_parse(int argc, char **argv, router_opts *o)
         else if (!strcmp(a, "--allow")) o->curve_allow = v;
         else if (!strcmp(a, "--curve-server-public")) o->curve_server_public = v;
         else {
-            fprintf(stderr, "llorch-router: unknown option %s (see --help)\n", a);
-            return 2;
+            llorch_error herr = {0};
+            int h = http_config_option(&s_http_cfg, a, v, &herr);
+            if (h < 0)
+                fprintf(stderr, "llorch-router: %s\n", herr.msg);
+            else if (h == 0)
+                fprintf(stderr, "llorch-router: unknown option %s (see --help)\n", a);
+            if (h <= 0)
+                return 2;
         }
         if (bad)
             return 2;
@@ -228,6 +238,7 @@ static int s_run(router *r, llorch_error *err)
         r->clients = s_bind(r, ZMQ_ROUTER, r->opts.clients_endpoint, "clients", err);
     if (!r->clients)
         return -1;
+    http_server_set_model(s_http, r->model_id, r->tok, r->n_ctx);
     log_info("serving: control %s, results %s, clients %s", r->opts.control_endpoint,
              r->opts.results_endpoint, r->opts.clients_endpoint);
     while (!s_stop) {
@@ -281,6 +292,7 @@ int main(int argc, char **argv)
 {
     log_init("router", LOG_INFO);
     static router r;
+    http_config_init(&s_http_cfg);
     int rc = s_parse(argc, argv, &r.opts);
     if (rc)
         return rc == 1 ? 0 : 2;
@@ -290,7 +302,12 @@ int main(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
     llorch_error err = {0};
-    rc = s_run(&r, &err);
+    if (s_http_cfg.listen[0] &&
+        !(s_http = http_server_start(&s_http_cfg, r.opts.clients_endpoint, &err)))
+        rc = -1;
+    else
+        rc = s_run(&r, &err);
+    http_server_stop(&s_http);
     if (rc != 0)
         log_error("%s", err.msg);
     s_close(&r);
