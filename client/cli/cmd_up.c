@@ -227,8 +227,11 @@ int up_start(const up_opts *o, up_pipeline *p, llorch_error *err)
     if (s_spawn(p, "loader", loader_argv, o->quiet, err) != 0)
         goto fail;
     snprintf(bin, sizeof bin, "%s/llorch-router", dir);
-    char *router_argv[] = {bin, "--loader", loader_ep, "--control", control_ep, "--results",
-                           results_ep, "--clients", clients_ep, NULL};
+    char *router_argv[10 + UP_MAX_ROUTER_EXTRA] = {bin, "--loader", loader_ep, "--control",
+                                                   control_ep, "--results", results_ep,
+                                                   "--clients", clients_ep, NULL};
+    for (int k = 0; k < o->n_router_extra; k++)
+        router_argv[9 + k] = (char *)o->router_extra[k];
     if (s_spawn(p, "router", router_argv, o->quiet, err) != 0)
         goto fail;
     for (int i = 0; i < n; i++) {
@@ -399,6 +402,9 @@ static void s_usage(FILE *out)
             "  --threads-per-worker T      threads of each worker (default: CPUs / K)\n"
             "  --endpoint EP               the client endpoint (default ipc://RUN_DIR/clients)\n"
             "  --kv-budget B               KV cache bytes per worker (e.g. 512M)\n"
+            "  --http ADDR:PORT            serve the OpenAI-compatible HTTP API there; the\n"
+            "                              router's --http-* options, --api-key-file and\n"
+            "                              --config are passed on (llorch-router --help)\n"
             "  -h, --help                  this help\n"
             "\n"
             "Then: llorch generate --router EP -p PROMPT, or libllorch (llorch.h).\n");
@@ -461,6 +467,11 @@ int cmd_up(int argc, char **argv)
             continue;
         if ((!strcmp(a, "-m") || !strcmp(a, "--model")) && i + 1 < argc) {
             o.model = argv[++i];
+        } else if ((!strncmp(a, "--http", 6) || !strcmp(a, "--api-key-file") ||
+                    !strcmp(a, "--config")) && i + 1 < argc &&
+                   o.n_router_extra + 2 <= UP_MAX_ROUTER_EXTRA) {
+            o.router_extra[o.n_router_extra++] = a;
+            o.router_extra[o.n_router_extra++] = argv[++i];
         } else {
             fprintf(stderr, "llorch up: unknown option %s\n\n", a);
             s_usage(stderr);

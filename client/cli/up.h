@@ -9,6 +9,7 @@
 #include "error.h"
 
 #define UP_MAX_WORKERS 64
+#define UP_MAX_ROUTER_EXTRA 32
 
 typedef struct up_opts {
     const char *model;           /* GGUF file */
@@ -18,6 +19,9 @@ typedef struct up_opts {
     const char *endpoint;        /* the router's client endpoint; NULL = ipc:// in the run dir */
     const char *kv_budget;       /* passed to every worker as --kv-budget, or NULL */
     bool quiet;                  /* children log into files in the run dir, not stderr */
+    const char *router_extra[UP_MAX_ROUTER_EXTRA]; /* (n_router_extra) more router arguments:
+                                    the HTTP API's --http ADDR:PORT, its limits, --config */
+    int n_router_extra;
 } up_opts;
 
 typedef struct up_child {
