@@ -8,7 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -170,6 +172,23 @@ int proc_run_dir_remove(const char *dir, llorch_error *err)
     if (rmdir(dir) != 0 && errno != ENOENT)
         return llorch_error_set(err, "cannot remove run directory %s: %s", dir, strerror(errno));
     return 0;
+}
+
+bool proc_endpoint_in_use(const char *endpoint)
+{
+    if (strncmp(endpoint, "ipc://", 6) != 0)
+        return false;
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    const char *path = endpoint + 6;
+    if (!*path || *path == '@' || strlen(path) >= sizeof addr.sun_path)
+        return false;
+    memcpy(addr.sun_path, path, strlen(path) + 1);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return false;
+    bool live = connect(fd, (struct sockaddr *)&addr, sizeof addr) == 0;
+    close(fd);
+    return live;
 }
 
 int64_t proc_now_ms(void)

@@ -45,6 +45,11 @@ char *proc_run_dir_new(const char *prefix, llorch_error *err);
  * recurse. Returns 0, or -1 with err when dir cannot be removed. */
 int proc_run_dir_remove(const char *dir, llorch_error *err);
 
+/* True when endpoint is an ipc:// path on which a process is listening. ZeroMQ's ipc bind
+ * silently replaces such a socket file, stealing the endpoint from its owner; call this
+ * before binding to refuse instead. tcp:// binds fail by themselves (EADDRINUSE). */
+bool proc_endpoint_in_use(const char *endpoint);
+
 /* Milliseconds of CLOCK_MONOTONIC. */
 int64_t proc_now_ms(void);
 

@@ -126,6 +126,11 @@ int main(int argc, char **argv)
                  "(give --curve-secret and --allow)", a.endpoint);
     }
 
+    if (proc_endpoint_in_use(a.endpoint)) {
+        log_error("cannot bind %s: another process is serving there (stop it or choose "
+                  "another endpoint)", a.endpoint);
+        return 1;
+    }
     log_info("starting (pid %ld): model %s", (long)getpid(), a.opts.model_path);
     loader_model *lm = loader_model_load(&a.opts, &err);
     if (!lm) {
@@ -162,6 +167,11 @@ int main(int argc, char **argv)
             log_error("%s", err.msg);
             goto out;
         }
+    }
+    if (proc_endpoint_in_use(a.endpoint)) {
+        log_error("cannot bind %s: another process is serving there (stop it or choose "
+                  "another endpoint)", a.endpoint);
+        goto out;
     }
     if (zmq_bind(sock, a.endpoint) != 0) {
         log_error("cannot bind %s: %s", a.endpoint, zmq_strerror(errno));

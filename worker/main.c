@@ -255,6 +255,11 @@ int main(int argc, char **argv)
         log_error("%s", err.msg);
         goto out;
     }
+    if (proc_endpoint_in_use(c->bind_ep)) {
+        log_error("cannot bind %s: another process is serving there (stop it or choose "
+                  "another endpoint)", c->bind_ep);
+        goto out;
+    }
     if (zmq_bind(pull, c->bind_ep) != 0) {
         log_error("cannot bind %s: %s", c->bind_ep, zmq_strerror(errno));
         goto out;
