@@ -23,7 +23,7 @@ typedef struct loader_options {
  * manifest unchanged. */
 typedef struct loader_model {
     char segment_name[WIRE_MAX_ENDPOINT_BYTES]; /* "/llorch-..." as passed to shm_open */
-    uint8_t *segment;         /* (segment_bytes) mapped read-write in the loader */
+    const uint8_t *segment;   /* (segment_bytes) mapped read-only once written */
     uint64_t segment_bytes;
     uint64_t data_bytes;      /* sum of the tensors' n_bytes (the segment adds page padding) */
     bool segment_owned;       /* unlink on free */

@@ -4,6 +4,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,40 +21,122 @@
 
 /* Models at least this large log progress even without --progress. */
 #define LOADER_PROGRESS_BYTES (512ull << 20)
-/* Bytes digested or copied between progress checks. */
-#define LOADER_STEP_BYTES (64ull << 20)
+/* Bytes digested or copied between checks for a stop signal. */
+#define LOADER_STEP_BYTES (16ull << 20)
+#define LOADER_MAX_THREADS 16
 
-typedef struct progress {
-    const char *phase;  /* "digest", "copy" */
-    uint64_t total_bytes;
-    uint64_t done_bytes;
-    int64_t start_ms;
-    int64_t last_ms;
-    int last_pct;
-    bool on;
-} progress;
+/* One pass over all tensors (digest them, or copy them into the segment), spread over the
+ * CPUs a tensor at a time; the calling thread reports progress once a second. */
+typedef enum pass_kind { PASS_DIGEST, PASS_COPY } pass_kind;
 
-static void s_progress_start(progress *p, const char *phase, uint64_t total, bool on)
+typedef struct pass {
+    pass_kind kind;
+    loader_model *lm;
+    const gguf_file *f;
+    int fd;                      /* the segment (PASS_COPY) */
+    atomic_uint_fast64_t next_tensor;
+    atomic_uint_fast64_t done_bytes;
+    atomic_int running;
+    atomic_int write_errno;      /* first failed write (ENOSPC: /dev/shm full) */
+} pass;
+
+static void s_pass_tensor(pass *p, uint64_t i)
 {
-    *p = (progress){.phase = phase, .total_bytes = total, .on = on, .last_pct = -1};
-    p->start_ms = p->last_ms = proc_now_ms();
+    const gguf_tensor *t = &p->f->tensors[i];
+    const uint8_t *src = t->data;
+    crypto_generichash_state st;
+    if (p->kind == PASS_DIGEST)
+        crypto_generichash_init(&st, NULL, 0, WIRE_DIGEST_BYTES);
+    for (uint64_t off = 0; off < t->n_bytes && !proc_stop_signal(); off += LOADER_STEP_BYTES) {
+        uint64_t n = t->n_bytes - off < LOADER_STEP_BYTES ? t->n_bytes - off : LOADER_STEP_BYTES;
+        if (p->kind == PASS_DIGEST) {
+            crypto_generichash_update(&st, src + off, n);
+        } else {
+            /* write(2) into the segment, not memcpy into a mapping: no page fault per
+             * page, and a full /dev/shm is an error here instead of a SIGBUS. */
+            const off_t at = (off_t)(p->lm->tensors[i].offset + off);
+            for (uint64_t put = 0; put < n;) {
+                ssize_t w = pwrite(p->fd, src + off + put, n - put, at + (off_t)put);
+                if (w < 0 && errno == EINTR)
+                    continue;
+                if (w <= 0) {
+                    int zero = 0;
+                    atomic_compare_exchange_strong(&p->write_errno, &zero, w < 0 ? errno : EIO);
+                    return;
+                }
+                put += (uint64_t)w;
+            }
+        }
+        atomic_fetch_add(&p->done_bytes, n);
+    }
+    if (p->kind == PASS_DIGEST)
+        crypto_generichash_final(&st, p->lm->tensors[i].digest, WIRE_DIGEST_BYTES);
 }
 
-/* Logs a line every 10% (and at least once a second when on) with the throughput. */
-static void s_progress_add(progress *p, uint64_t bytes)
+static void *s_pass_thread(void *arg)
 {
-    p->done_bytes += bytes;
-    if (!p->on || !p->total_bytes)
-        return;
-    const int64_t now = proc_now_ms();
-    const int pct = (int)(100.0 * (double)p->done_bytes / (double)p->total_bytes);
-    if (pct / 10 == p->last_pct / 10 && now - p->last_ms < 1000 && p->done_bytes < p->total_bytes)
-        return;
-    const double secs = (double)(now - p->start_ms) / 1000.0;
-    log_info("%s: %3d%% %.1f of %.1f MB, %.0f MB/s", p->phase, pct, p->done_bytes / 1e6,
-             p->total_bytes / 1e6, secs > 0 ? p->done_bytes / 1e6 / secs : 0.0);
-    p->last_pct = pct;
-    p->last_ms = now;
+    pass *p = arg;
+    for (;;) {
+        uint64_t i = atomic_fetch_add(&p->next_tensor, 1);
+        if (i >= p->f->n_tensors || proc_stop_signal() || atomic_load(&p->write_errno))
+            break;
+        s_pass_tensor(p, i);
+    }
+    atomic_fetch_sub(&p->running, 1);
+    return NULL;
+}
+
+static int s_run_pass(loader_model *lm, const gguf_file *f, pass_kind kind, int fd, bool verbose,
+                      llorch_error *err)
+{
+    const char *name = kind == PASS_DIGEST ? "digest" : "copy";
+    pass p = {.kind = kind, .lm = lm, .f = f, .fd = fd};
+    atomic_init(&p.write_errno, 0);
+    atomic_init(&p.next_tensor, 0);
+    atomic_init(&p.done_bytes, 0);
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    int n_threads = cpus < 1 ? 1 : cpus > LOADER_MAX_THREADS ? LOADER_MAX_THREADS : (int)cpus;
+    atomic_init(&p.running, n_threads);
+    pthread_t threads[LOADER_MAX_THREADS];
+    int started = 0;
+    for (; started < n_threads; started++)
+        if (pthread_create(&threads[started], NULL, s_pass_thread, &p) != 0)
+            break;
+    if (started == 0) {
+        atomic_store(&p.running, 1);
+        s_pass_thread(&p);
+    } else {
+        atomic_fetch_sub(&p.running, n_threads - started);
+    }
+    const int64_t t0 = proc_now_ms();
+    int64_t last = t0;
+    while (atomic_load(&p.running) > 0) {
+        usleep(20000);
+        const int64_t now = proc_now_ms();
+        if (!verbose || now - last < 1000)
+            continue;
+        last = now;
+        const uint64_t done = atomic_load(&p.done_bytes);
+        log_info("%s: %3d%% %.1f of %.1f MB, %.0f MB/s", name,
+                 (int)(100.0 * done / (double)(lm->data_bytes ? lm->data_bytes : 1)), done / 1e6,
+                 lm->data_bytes / 1e6, done / 1e6 / ((now - t0) / 1000.0));
+    }
+    for (int k = 0; k < started; k++)
+        pthread_join(threads[k], NULL);
+    if (proc_stop_signal())
+        return llorch_error_set(err, "interrupted by signal %d during the %s pass",
+                                proc_stop_signal(), name);
+    if (atomic_load(&p.write_errno))
+        return llorch_error_set(err, "cannot write %.1f MB into segment %s: %s (is /dev/shm "
+                                "large enough? df -h /dev/shm)", lm->segment_bytes / 1e6,
+                                lm->segment_name, strerror(atomic_load(&p.write_errno)));
+    if (verbose) {
+        const double secs = (proc_now_ms() - t0) / 1000.0;
+        log_info("%s: 100%% %.1f MB in %.1f s, %.0f MB/s, %d threads", name,
+                 lm->data_bytes / 1e6, secs, secs > 0 ? lm->data_bytes / 1e6 / secs : 0.0,
+                 started ? started : 1);
+    }
+    return 0;
 }
 
 static void s_hex(const uint8_t *b, size_t n, char *out)
@@ -109,26 +193,12 @@ static int s_tokenizer(loader_model *lm, const model_config *c, llorch_error *er
 /* Digests every tensor of f into lm->tensors[i].digest, and the model id over them. */
 static int s_digest(loader_model *lm, const gguf_file *f, bool verbose, llorch_error *err)
 {
-    progress p;
-    s_progress_start(&p, "digest", lm->data_bytes, verbose);
+    if (s_run_pass(lm, f, PASS_DIGEST, -1, verbose, err) < 0)
+        return -1;
     crypto_generichash_state all;
     crypto_generichash_init(&all, NULL, 0, WIRE_DIGEST_BYTES);
-    for (uint64_t i = 0; i < f->n_tensors; i++) {
-        const gguf_tensor *t = &f->tensors[i];
-        crypto_generichash_state st;
-        crypto_generichash_init(&st, NULL, 0, WIRE_DIGEST_BYTES);
-        for (uint64_t off = 0; off < t->n_bytes; off += LOADER_STEP_BYTES) {
-            uint64_t n = t->n_bytes - off < LOADER_STEP_BYTES ? t->n_bytes - off
-                                                               : LOADER_STEP_BYTES;
-            crypto_generichash_update(&st, (const uint8_t *)t->data + off, n);
-            s_progress_add(&p, n);
-            if (proc_stop_signal())
-                return llorch_error_set(err, "interrupted by signal %d while digesting",
-                                        proc_stop_signal());
-        }
-        crypto_generichash_final(&st, lm->tensors[i].digest, WIRE_DIGEST_BYTES);
+    for (uint64_t i = 0; i < f->n_tensors; i++)
         crypto_generichash_update(&all, lm->tensors[i].digest, WIRE_DIGEST_BYTES);
-    }
     uint8_t id[WIRE_DIGEST_BYTES];
     crypto_generichash_final(&all, id, sizeof id);
     s_hex(id, 8, lm->model_id);
@@ -156,34 +226,23 @@ static int s_segment(loader_model *lm, const gguf_file *f, const loader_options 
                                 errno == EEXIST ? " (another loader uses the name, or a "
                                                   "stale one: remove /dev/shm" : "");
     lm->segment_owned = true;
-    /* Reserve the pages now: a full /dev/shm is an error here, not a SIGBUS later. */
-    int rc = posix_fallocate(fd, 0, (off_t)lm->segment_bytes);
-    if (rc != 0) {
+    if (ftruncate(fd, (off_t)lm->segment_bytes) != 0) {
+        int e = errno;
         close(fd);
-        return llorch_error_set(err, "cannot reserve %" PRIu64 " bytes in %s: %s (is /dev/shm "
-                                     "large enough?)", lm->segment_bytes, lm->segment_name,
-                                strerror(rc));
+        return llorch_error_set(err, "cannot size segment %s to %" PRIu64 " bytes: %s",
+                                lm->segment_name, lm->segment_bytes, strerror(e));
     }
-    void *map = mmap(NULL, lm->segment_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (s_run_pass(lm, f, PASS_COPY, fd, verbose, err) < 0) {
+        close(fd);
+        return -1;
+    }
+    /* The loader only reads the segment from now on (to serve chunks). */
+    void *map = mmap(NULL, lm->segment_bytes, PROT_READ, MAP_SHARED, fd, 0);
     close(fd);
     if (map == MAP_FAILED)
         return llorch_error_set(err, "cannot map segment %s: %s", lm->segment_name,
                                 strerror(errno));
     lm->segment = map;
-    progress p;
-    s_progress_start(&p, "copy", lm->data_bytes, verbose);
-    for (uint64_t i = 0; i < f->n_tensors; i++) {
-        const gguf_tensor *t = &f->tensors[i];
-        for (uint64_t off = 0; off < t->n_bytes; off += LOADER_STEP_BYTES) {
-            uint64_t n = t->n_bytes - off < LOADER_STEP_BYTES ? t->n_bytes - off
-                                                               : LOADER_STEP_BYTES;
-            memcpy(lm->segment + lm->tensors[i].offset + off, (const uint8_t *)t->data + off, n);
-            s_progress_add(&p, n);
-            if (proc_stop_signal())
-                return llorch_error_set(err, "interrupted by signal %d while copying",
-                                        proc_stop_signal());
-        }
-    }
     return 0;
 }
 
@@ -283,7 +342,7 @@ void loader_model_free(loader_model **plm)
         return;
     loader_model *lm = *plm;
     if (lm->segment)
-        munmap(lm->segment, lm->segment_bytes);
+        munmap((void *)lm->segment, lm->segment_bytes);
     if (lm->segment_owned && shm_unlink(lm->segment_name) != 0)
         log_warn("cannot remove segment %s: %s", lm->segment_name, strerror(errno));
     wire_msg_free(&lm->manifest_msg);
