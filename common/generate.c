@@ -199,7 +199,7 @@ int generate_run(generator *g, const generate_params *p, generate_text_fn on_tex
             s_top_k(probs, n_vocab, p->top_k_probs, out->top + out->n_tokens * p->top_k_probs);
         }
         const int token = sampler_sample(smp, logits);
-        if (token == g->tok->eos_id) {
+        if (token == g->tok->eos_id && !p->ignore_eos) {
             out->stop_reason = "eos";
             break;
         }

@@ -32,6 +32,8 @@ typedef struct generate_params {
     sampler_params sampling; /* temperature <= 0: greedy */
     int threads;             /* >= 1 */
     int top_k_probs;         /* report the K most probable tokens of every step (0: none) */
+    bool ignore_eos;         /* keep generating past the end-of-sequence token (benchmarks:
+                                random-weight models then always make n_predict tokens) */
 } generate_params;
 
 /* One of the most probable tokens of a step: p = softmax of the raw logits (before
@@ -65,7 +67,8 @@ typedef struct generate_result {
 typedef int (*generate_text_fn)(void *user, const char *text, size_t len);
 
 /* Generates from p->prompt: the prompt as one batch, then one token per step with a
- * sampler made from p->sampling, stopping at the vocabulary's EOS, after n_predict
+ * sampler made from p->sampling, stopping at the vocabulary's EOS (unless
+ * p->ignore_eos, which keeps the EOS token as an ordinary token), after n_predict
  * tokens or when the context is full. on_text (may be NULL) receives the text as it
  * comes. Fills *out (free with generate_result_free, also after an error). Returns 0,
  * or -1 with err (bad parameters, a prompt longer than the context, out of memory). */

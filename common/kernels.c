@@ -76,19 +76,24 @@ static float s_dot_bf16(const uint16_t *w, const uint16_t *x, int64_t n)
     return sum;
 }
 
-/* Sum over blocks of d_w * d_x * (integer dot of the 32 quants), as ggml computes it. */
+/* ggml's Q8_0 arithmetic, the one every variant computes (kernels.h): eight float
+ * lanes, lane j accumulating fma(d_w * d_x, dot of quants 4j..4j+3, lane j) block
+ * after block, added up as ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)). */
 static float s_dot_q8_0(const void *w_blocks, const void *x_blocks, int64_t n)
 {
     const q8_0_block *w = w_blocks;
     const q8_0_block *x = x_blocks;
-    float sum = 0.0f;
+    float lane[8] = {0};
     for (int64_t b = 0; b < n / Q8_0_BLOCK; b++) {
-        int32_t isum = 0;
-        for (int i = 0; i < Q8_0_BLOCK; i++)
-            isum += (int32_t)w[b].qs[i] * (int32_t)x[b].qs[i];
-        sum += (float)isum * (fp16_to_f32(w[b].d) * fp16_to_f32(x[b].d));
+        const float d = s_f16_table[w[b].d] * s_f16_table[x[b].d];
+        for (int j = 0; j < 8; j++) {
+            int32_t quad = 0;
+            for (int i = 4 * j; i < 4 * j + 4; i++)
+                quad += (int32_t)w[b].qs[i] * (int32_t)x[b].qs[i];
+            lane[j] = fmaf(d, (float)quad, lane[j]);
+        }
     }
-    return sum;
+    return ((lane[0] + lane[4]) + (lane[2] + lane[6])) + ((lane[1] + lane[5]) + (lane[3] + lane[7]));
 }
 
 static void s_f32_to_f16(const float *x, uint16_t *out, int64_t n)
@@ -108,6 +113,12 @@ static void s_quantize_q8_0(const float *x, void *out_blocks, int64_t n)
     q8_0_quantize_row(x, out_blocks, n);
 }
 
+static void s_axpy(float *y, float a, const float *x, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        y[i] += a * x[i];
+}
+
 /* ---- variant table ---------------------------------------------------------------- */
 
 typedef struct kernel_variant {
@@ -118,14 +129,17 @@ typedef struct kernel_variant {
     void (*f32_to_f16)(const float *, uint16_t *, int64_t);
     void (*f32_to_bf16)(const float *, uint16_t *, int64_t);
     void (*quantize_q8_0)(const float *, void *, int64_t);
+    /* NULL: the matrix product is a loop of dot_q8_0 */
+    void (*matmul_q8_0)(const weight *, const kernel_act *, float *, int64_t, int64_t, int64_t);
+    void (*axpy)(float *, float, const float *, int64_t);
 } kernel_variant;
 
 static const kernel_variant s_variants[KERNEL_ISA_COUNT] = {
     [KERNEL_ISA_SCALAR] = {s_dot_f32, s_dot_f16, s_dot_bf16, s_dot_q8_0, s_f32_to_f16,
-                           s_f32_to_bf16, s_quantize_q8_0},
+                           s_f32_to_bf16, s_quantize_q8_0, NULL, s_axpy},
     [KERNEL_ISA_AVX2] = {kernel_avx2_dot_f32, kernel_avx2_dot_f16, kernel_avx2_dot_bf16,
                          kernel_avx2_dot_q8_0, kernel_avx2_f32_to_f16, kernel_avx2_f32_to_bf16,
-                         kernel_avx2_quantize_q8_0},
+                         kernel_avx2_quantize_q8_0, kernel_avx2_matmul_q8_0, kernel_avx2_axpy},
 };
 
 static const kernel_variant *s_active;
@@ -223,6 +237,7 @@ float kernel_dot_q8_0(const void *w, const void *x, int64_t n) { return s_kernel
 void kernel_f32_to_f16(const float *x, uint16_t *out, int64_t n) { s_kernels()->f32_to_f16(x, out, n); }
 void kernel_f32_to_bf16(const float *x, uint16_t *out, int64_t n) { s_kernels()->f32_to_bf16(x, out, n); }
 void kernel_quantize_q8_0(const float *x, void *out, int64_t n) { s_kernels()->quantize_q8_0(x, out, n); }
+void kernel_axpy(float *y, float a, const float *x, int64_t n) { s_kernels()->axpy(y, a, x, n); }
 
 /* ---- matrix x batch --------------------------------------------------------------- */
 
@@ -270,6 +285,10 @@ void kernel_matmul(const weight *w, const kernel_act *act, float *out, int64_t o
 {
     const kernel_variant *k = s_kernels();
     const int64_t n = w->cols;
+    if (w->type == TENSOR_Q8_0 && w->layout == WEIGHT_LAYOUT_ROWS && k->matmul_q8_0) {
+        k->matmul_q8_0(w, act, out, out_stride, row_begin, row_end);
+        return;
+    }
     /* Weight row outside, batch inside: each weight row is read from memory once per
      * call and reused from cache for every batch row. */
     for (int64_t i = row_begin; i < row_end; i++) {
@@ -330,6 +349,30 @@ void kernel_rope(float *x, int n_heads, int head_dim, int rope_dim, int pos, flo
             v[i] = x0 * c - x1 * s;
             v[i + 1] = x0 * s + x1 * c;
             theta *= theta_scale;
+        }
+    }
+}
+
+void kernel_rope_angles(float *cs, int rope_dim, int pos, float freq_base)
+{
+    const float theta_scale = powf(freq_base, -2.0f / (float)rope_dim);
+    float theta = (float)pos;
+    for (int i = 0; i < rope_dim; i += 2) {
+        cs[i] = cosf(theta);
+        cs[i + 1] = sinf(theta);
+        theta *= theta_scale;
+    }
+}
+
+void kernel_rope_apply(float *x, int n_heads, int head_dim, int rope_dim, const float *cs)
+{
+    for (int h = 0; h < n_heads; h++) {
+        float *v = x + (size_t)h * head_dim;
+        for (int i = 0; i < rope_dim; i += 2) {
+            const float c = cs[i], s = cs[i + 1];
+            const float x0 = v[i], x1 = v[i + 1];
+            v[i] = x0 * c - x1 * s;
+            v[i + 1] = x0 * s + x1 * c;
         }
     }
 }

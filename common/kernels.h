@@ -77,8 +77,15 @@ void kernel_act_convert(const kernel_act *act, const float *x, int64_t row_begin
 
 /* out[r * out_stride + i] = dot(W row i, act row r) for every batch row r and the
  * weight rows i in [row_begin, row_end). act must be prepared for w->type with
- * act->cols == w->cols. Splitting [0, w->rows) over threads gives the same result as
- * one call. */
+ * act->cols == w->cols. Every output element is computed with the same arithmetic
+ * whatever the batch size and the row range: splitting [0, w->rows) over threads, or a
+ * batch into smaller batches, gives bit-identical results. For Q8_0 that arithmetic is
+ * ggml's (so that results round as llama.cpp's do), in every variant: per element
+ * eight float lanes, lane j accumulating fma(d_w * d_x, integer dot of quants
+ * 4j..4j+3, lane j) block after block, summed as ((l0 + l4) + (l2 + l6)) + ((l1 + l5)
+ * + (l3 + l7)) (kernel_dot_q8_0). One batch row is a matrix x vector product bound by
+ * memory bandwidth; several rows run as a cache-blocked int8 matrix product that reads
+ * each weight from memory once per 64 batch rows. */
 void kernel_matmul(const weight *w, const kernel_act *act, float *out, int64_t out_stride,
                    int64_t row_begin, int64_t row_end);
 
@@ -89,7 +96,7 @@ void kernel_get_row(const weight *w, int64_t row, float *out);
 float kernel_dot_f32(const float *w, const float *x, int64_t n);
 float kernel_dot_f16(const uint16_t *w, const uint16_t *x, int64_t n);
 float kernel_dot_bf16(const uint16_t *w, const uint16_t *x, int64_t n);
-float kernel_dot_q8_0(const void *w_blocks, const void *x_blocks, int64_t n);
+float kernel_dot_q8_0(const void *w_blocks, const void *x_blocks, int64_t n); /* see matmul */
 
 /* Row conversions (exposed for tests): n elements. */
 void kernel_f32_to_f16(const float *x, uint16_t *out, int64_t n);
@@ -106,6 +113,19 @@ void kernel_rmsnorm(float *out, const float *x, const float *norm_weight, int64_
  * multiplied by the ratio pair after pair, in float). */
 void kernel_rope(float *x, int n_heads, int head_dim, int rope_dim, int pos, float freq_base);
 
+/* The rotation of position pos for kernel_rope_apply: cs[2i] = cos and cs[2i + 1] = sin
+ * of pair i's angle, rope_dim / 2 pairs, the same floats kernel_rope computes. The
+ * angles depend on the position only: compute them once per row and reuse them for
+ * every head and layer. */
+void kernel_rope_angles(float *cs, int rope_dim, int pos, float freq_base);
+
+/* kernel_rope with the angles of kernel_rope_angles (bit-identical results). */
+void kernel_rope_apply(float *x, int n_heads, int head_dim, int rope_dim, const float *cs);
+
+/* y[i] += a * x[i], n elements (the weighted sum of attention values). */
+void kernel_axpy(float *y, float a, const float *x, int64_t n);
+void kernel_avx2_axpy(float *y, float a, const float *x, int64_t n);
+
 /* In place: x = softmax(x), n elements (max subtracted; sum in double). */
 void kernel_softmax(float *x, int64_t n);
 
@@ -117,6 +137,8 @@ float kernel_avx2_dot_q8_0(const void *w_blocks, const void *x_blocks, int64_t n
 void kernel_avx2_f32_to_f16(const float *x, uint16_t *out, int64_t n);
 void kernel_avx2_f32_to_bf16(const float *x, uint16_t *out, int64_t n);
 void kernel_avx2_quantize_q8_0(const float *x, void *out_blocks, int64_t n);
+void kernel_avx2_matmul_q8_0(const weight *w, const kernel_act *act, float *out, int64_t out_stride,
+                             int64_t row_begin, int64_t row_end);
 
 /* x / (1 + exp(-x)). */
 float kernel_silu(float x);

@@ -2,8 +2,11 @@
 #include "stage.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "kernels.h"
 #include "kv_cache.h"
@@ -37,6 +40,7 @@ struct stage {
     void *act_buf[3]; /* prepared activations, act_bytes each */
     size_t act_bytes;
     float *scores;    /* (threads, n_ctx) attention scores of one (row, head) */
+    float *rope_cs;   /* (max_rows, rope_dim) cos/sin of each row's position */
     int *row_slot;    /* (max_rows) kv cache slot of each row of the chunk */
     int *logit_rows;  /* (max_rows) rows of the chunk that want logits */
     uint64_t *res_ids; /* (max_seqs) distinct sequences of a batch */
@@ -48,6 +52,51 @@ struct stage {
 };
 
 static size_t s_max(size_t a, size_t b) { return a > b ? a : b; }
+
+/* Maps the pages of [p, p + bytes) into this process now, so that the first forward
+ * pass does not take a page fault every few kilobytes of weights (llama.cpp does the
+ * same with MAP_POPULATE when it maps a model). For a file mapping this reads the file
+ * into the page cache once; for shared memory or heap memory it only builds page
+ * table entries. Where madvise cannot do it (an old kernel), one read per page. */
+static void s_populate(const void *p, size_t bytes)
+{
+    if (!p || bytes == 0)
+        return;
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    const uintptr_t begin = (uintptr_t)p & ~(page - 1);
+    const uintptr_t end = ((uintptr_t)p + bytes + page - 1) & ~(page - 1);
+#ifdef MADV_POPULATE_READ
+    if (madvise((void *)begin, end - begin, MADV_POPULATE_READ) == 0)
+        return;
+#endif
+    volatile const uint8_t *bytes_p = p;
+    uint8_t sink = 0;
+    for (size_t off = 0; off < bytes; off += page)
+        sink ^= bytes_p[off];
+    (void)sink;
+}
+
+static void s_populate_weight(const weight *w)
+{
+    s_populate(w->data, (size_t)w->rows * w->row_bytes);
+}
+
+/* Every weight matrix the stage reads in full on every forward pass (not the token
+ * embedding: only the rows of the tokens seen are read). */
+static void s_populate_weights(const model_weights *w)
+{
+    for (uint32_t l = 0; l < w->last - w->first; l++) {
+        const layer_weights *lw = &w->layers[l];
+        s_populate_weight(&lw->wq);
+        s_populate_weight(&lw->wk);
+        s_populate_weight(&lw->wv);
+        s_populate_weight(&lw->wo);
+        s_populate_weight(&lw->ffn_gate);
+        s_populate_weight(&lw->ffn_up);
+        s_populate_weight(&lw->ffn_down);
+    }
+    s_populate_weight(&w->output);
+}
 
 stage *stage_new(const model *m, uint32_t first, uint32_t last, const stage_opts *opts,
                  llorch_error *err)
@@ -80,6 +129,7 @@ stage *stage_new(const model *m, uint32_t first, uint32_t last, const stage_opts
     }
     s->is_first = first == 0;
     s->is_last = last == c->n_layers;
+    s_populate_weights(&s->w);
 
     size_t kv_budget = opts->kv_budget_bytes;
     if (!kv_budget)
@@ -110,13 +160,14 @@ stage *stage_new(const model *m, uint32_t first, uint32_t last, const stage_opts
     for (int i = 0; i < 3; i++)
         s->act_buf[i] = malloc(s->act_bytes);
     s->scores = malloc((size_t)opts->threads * (size_t)s->n_ctx * sizeof(float));
+    s->rope_cs = malloc(rows * c->rope_dim * sizeof(float));
     s->row_slot = malloc(rows * sizeof(int));
     s->logit_rows = malloc(rows * sizeof(int));
     s->res_ids = malloc((size_t)s->opts.max_seqs * sizeof(uint64_t));
     s->res_end = malloc((size_t)s->opts.max_seqs * sizeof(int32_t));
     s->res_slot = malloc((size_t)s->opts.max_seqs * sizeof(int));
     if (!s->x || !s->xb || !s->q || !s->k || !s->v || !s->hb || !s->hb2 || !s->proj ||
-        !s->act_buf[0] || !s->act_buf[1] || !s->act_buf[2] || !s->scores || !s->row_slot ||
+        !s->act_buf[0] || !s->act_buf[1] || !s->act_buf[2] || !s->scores || !s->rope_cs || !s->row_slot ||
         !s->logit_rows || !s->res_ids || !s->res_end || !s->res_slot) {
         llorch_error_set(err, "out of memory for the scratch of %d batch rows", s->max_rows);
         goto fail;
@@ -146,6 +197,7 @@ void stage_free(stage **ps)
     for (int i = 0; i < 3; i++)
         free(s->act_buf[i]);
     free(s->scores);
+    free(s->rope_cs);
     free(s->row_slot);
     free(s->logit_rows);
     free(s->res_ids);
@@ -283,16 +335,23 @@ static void s_attention_share(void *ctx, int64_t begin, int64_t end, int thread_
         }
         float *out = s->xb + (size_t)r * c->q_dim + (size_t)h * head_dim;
         memset(out, 0, (size_t)head_dim * sizeof *out);
-        for (int32_t t = 0; t <= pos; t++) {
-            const float *v = kv_cache_v(s->kv, slot, job->layer, t) + kv_offset;
-            const float p = scores[t];
-            for (int d = 0; d < head_dim; d++)
-                out[d] += p * v[d];
-        }
+        for (int32_t t = 0; t <= pos; t++)
+            kernel_axpy(out, scores[t], kv_cache_v(s->kv, slot, job->layer, t) + kv_offset, head_dim);
     }
 }
 
 /* ---- one chunk -------------------------------------------------------------------- */
+
+typedef struct swiglu_job {
+    float *gate;
+    const float *up;
+} swiglu_job;
+
+static void s_swiglu_share(void *ctx, int64_t begin, int64_t end, int thread_index)
+{
+    const swiglu_job *job = ctx;
+    kernel_swiglu(job->gate + begin, job->up + begin, end - begin);
+}
 
 static void s_add(float *x, const float *y, size_t n)
 {
@@ -315,6 +374,9 @@ static int s_forward_chunk(stage *s, const stage_row *rows, int n, const float *
             kernel_get_row(&s->w.token_embd, rows[r].token, s->x + r * dim);
     else
         memcpy(s->x, in_hidden, (size_t)n * dim * sizeof(float));
+    for (int r = 0; r < n; r++)
+        kernel_rope_angles(s->rope_cs + (size_t)r * c->rope_dim, (int)c->rope_dim, rows[r].pos,
+                           c->rope_freq_base);
 
     for (uint32_t li = 0; li < s->w.last - s->w.first; li++) {
         const layer_weights *lw = &s->w.layers[li];
@@ -330,10 +392,11 @@ static int s_forward_chunk(stage *s, const stage_row *rows, int n, const float *
         s_trace(s, "k", L, s->k, 3, c->head_dim, c->n_kv_heads, n);
         s_trace(s, "v", L, s->v, 3, c->head_dim, c->n_kv_heads, n);
         for (int r = 0; r < n; r++) {
-            kernel_rope(s->q + (size_t)r * c->q_dim, (int)c->n_heads, (int)c->head_dim,
-                        (int)c->rope_dim, rows[r].pos, c->rope_freq_base);
-            kernel_rope(s->k + (size_t)r * c->kv_dim, (int)c->n_kv_heads, (int)c->head_dim,
-                        (int)c->rope_dim, rows[r].pos, c->rope_freq_base);
+            const float *cs = s->rope_cs + (size_t)r * c->rope_dim;
+            kernel_rope_apply(s->q + (size_t)r * c->q_dim, (int)c->n_heads, (int)c->head_dim,
+                              (int)c->rope_dim, cs);
+            kernel_rope_apply(s->k + (size_t)r * c->kv_dim, (int)c->n_kv_heads, (int)c->head_dim,
+                              (int)c->rope_dim, cs);
             memcpy(kv_cache_k(s->kv, s->row_slot[r], (int)li, rows[r].pos),
                    s->k + (size_t)r * c->kv_dim, c->kv_dim * sizeof(float));
             memcpy(kv_cache_v(s->kv, s->row_slot[r], (int)li, rows[r].pos),
@@ -362,7 +425,9 @@ static int s_forward_chunk(stage *s, const stage_row *rows, int n, const float *
         const weight *gate_up[2] = {&lw->ffn_gate, &lw->ffn_up};
         float *gate_up_out[2] = {s->hb, s->hb2};
         s_matmuls(s, 2, gate_up, gate_up_out, s->xb, n);
-        kernel_swiglu(s->hb, s->hb2, (int64_t)n * c->ffn_dim);
+        swiglu_job sj = {s->hb, s->hb2};
+        const int64_t n_ffn = (int64_t)n * c->ffn_dim;
+        s_parallel(s, n_ffn, 16 * n_ffn, s_swiglu_share, &sj); /* ~16 multiply-adds per expf */
         s_matmul(s, &lw->ffn_down, s->proj, s->hb, n);
         s_trace(s, "ffn_out", L, s->proj, 2, c->dim, n, 1);
         s_add(s->x, s->proj, (size_t)n * dim);

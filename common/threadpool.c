@@ -1,5 +1,7 @@
 /* threadpool.c - persistent worker threads: a generation counter wakes them, an
- * atomic count of unfinished shares tells the caller when a loop is done. */
+ * atomic count of unfinished shares tells the caller when a loop is done. Both sides
+ * spin first and only touch the mutex when the other side has gone to sleep, so
+ * back-to-back loops cost no system call. */
 #include "threadpool.h"
 
 #include <pthread.h>
@@ -27,6 +29,8 @@ struct threadpool {
     pthread_cond_t done; /* pending reached 0 */
     _Atomic uint64_t generation; /* bumped once per loop, after the job is written */
     _Atomic int pending;         /* pool threads still running the current loop */
+    _Atomic int sleepers;        /* pool threads waiting (or about to wait) on `wake` */
+    _Atomic bool caller_asleep;  /* the caller waits (or is about to wait) on `done` */
     _Atomic bool stop;
     /* the current loop, written by the caller before bumping generation */
     threadpool_fn fn;
@@ -49,6 +53,10 @@ static void s_run_share(threadpool *pool, int index)
         pool->fn(pool->ctx, begin, end, index);
 }
 
+/* The sleeper/waker handshakes below are Dekker-style: each side stores its flag and
+ * then loads the other side's with sequentially consistent atomics, so at least one
+ * of them sees the other: either the sleeper sees the new state and does not wait,
+ * or the waker sees the sleeper and signals under the mutex. */
 static void *s_thread_main(void *arg)
 {
     pool_thread *self = arg;
@@ -62,15 +70,17 @@ static void *s_thread_main(void *arg)
         }
         if (gen == seen) {
             pthread_mutex_lock(&pool->mutex);
+            atomic_fetch_add(&pool->sleepers, 1);
             while ((gen = atomic_load(&pool->generation)) == seen && !atomic_load(&pool->stop))
                 pthread_cond_wait(&pool->wake, &pool->mutex);
+            atomic_fetch_sub(&pool->sleepers, 1);
             pthread_mutex_unlock(&pool->mutex);
         }
         if (atomic_load(&pool->stop))
             return NULL;
         seen = gen;
         s_run_share(pool, self->index);
-        if (atomic_fetch_sub_explicit(&pool->pending, 1, memory_order_acq_rel) == 1) {
+        if (atomic_fetch_sub(&pool->pending, 1) == 1 && atomic_load(&pool->caller_asleep)) {
             pthread_mutex_lock(&pool->mutex);
             pthread_cond_signal(&pool->done);
             pthread_mutex_unlock(&pool->mutex);
@@ -150,17 +160,21 @@ void threadpool_for(threadpool *pool, int64_t n, threadpool_fn fn, void *ctx)
     pool->ctx = ctx;
     pool->n = n;
     atomic_store_explicit(&pool->pending, pool->n_threads - 1, memory_order_relaxed);
-    pthread_mutex_lock(&pool->mutex);
-    atomic_fetch_add_explicit(&pool->generation, 1, memory_order_release);
-    pthread_cond_broadcast(&pool->wake);
-    pthread_mutex_unlock(&pool->mutex);
+    atomic_fetch_add(&pool->generation, 1);
+    if (atomic_load(&pool->sleepers) > 0) {
+        pthread_mutex_lock(&pool->mutex);
+        pthread_cond_broadcast(&pool->wake);
+        pthread_mutex_unlock(&pool->mutex);
+    }
     s_run_share(pool, 0);
     for (int i = 0; i < SPIN_POLLS && atomic_load_explicit(&pool->pending, memory_order_acquire); i++)
         s_pause();
     if (atomic_load_explicit(&pool->pending, memory_order_acquire)) {
         pthread_mutex_lock(&pool->mutex);
-        while (atomic_load_explicit(&pool->pending, memory_order_acquire))
+        atomic_store(&pool->caller_asleep, true);
+        while (atomic_load(&pool->pending))
             pthread_cond_wait(&pool->done, &pool->mutex);
+        atomic_store(&pool->caller_asleep, false);
         pthread_mutex_unlock(&pool->mutex);
     }
 }

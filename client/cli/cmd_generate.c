@@ -31,6 +31,8 @@ static void s_usage(FILE *out)
             "                          prompt_tokens, tokens, text, stop_reason, timings\n"
             "                          {prompt_tokens_per_s, gen_tokens_per_s, load_ms}, top\n"
             "      --in-process        run the model in this process (the only mode today)\n"
+            "      --ignore-eos        do not stop at the end-of-sequence token: always make\n"
+            "                          N tokens (benchmarks)\n"
             "  -h, --help              this help\n"
             "\n"
             "Environment: LLORCH_ISA=scalar|avx2 chooses the kernel variant.\n");
@@ -136,6 +138,9 @@ int cmd_generate(int argc, char **argv)
             json = true;
             continue;
         } else if (!strcmp(a, "--in-process")) {
+            continue;
+        } else if (!strcmp(a, "--ignore-eos")) {
+            p.ignore_eos = true;
             continue;
         }
         if (!v || a[0] != '-') {

@@ -284,6 +284,79 @@ static void test_matmul_every_type_matches_float64_and_splits(void **state)
     assert_null(pool);
 }
 
+/* The Q8_0 matrix product computes every element with the same arithmetic whatever
+ * the batch size (matrix x vector, or blocked matrix x batch with partial tiles and
+ * several column chunks), the row range, and the ISA: each element equals the scalar
+ * kernel_dot_q8_0 bit for bit. */
+static void test_q8_0_matmul_is_batch_split_and_isa_invariant(void **state)
+{
+    (void)state;
+    enum { ROWS = 37, COLS = 32 * 70, MAX_BATCH = 9 };
+    static const int batches[] = {1, 2, 3, 4, 5, 9};
+    weight w;
+    double *wv = malloc((size_t)ROWS * COLS * sizeof *wv);
+    void *data = s_make_weight(TENSOR_Q8_0, ROWS, COLS, &w, wv);
+    float *x = malloc((size_t)MAX_BATCH * COLS * sizeof *x);
+    s_fill(x, MAX_BATCH * COLS, 3.0f);
+    void *buf = malloc(kernel_act_bytes(TENSOR_Q8_0, MAX_BATCH, COLS));
+    float want[MAX_BATCH][ROWS], got[MAX_BATCH * ROWS];
+    assert_int_equal(kernel_isa_select(KERNEL_ISA_SCALAR, NULL), 0);
+    kernel_act all = kernel_act_init(TENSOR_Q8_0, x, MAX_BATCH, COLS, buf);
+    kernel_act_convert(&all, x, 0, MAX_BATCH);
+    for (int r = 0; r < MAX_BATCH; r++)
+        for (int i = 0; i < ROWS; i++)
+            want[r][i] = kernel_dot_q8_0((const char *)data + (size_t)i * w.row_bytes,
+                                         (const char *)buf + (size_t)r * all.row_bytes, COLS);
+    FOR_EACH_ISA(isa) {
+        for (size_t bi = 0; bi < sizeof batches / sizeof batches[0]; bi++) {
+            const int batch = batches[bi];
+            for (int first = 0; first < MAX_BATCH; first += batch) {
+                const int n = MAX_BATCH - first < batch ? MAX_BATCH - first : batch;
+                kernel_act act = kernel_act_init(TENSOR_Q8_0, x + (size_t)first * COLS, n, COLS, buf);
+                kernel_act_convert(&act, x + (size_t)first * COLS, 0, n);
+                /* rows in uneven pieces: 0..5, 5..21, 21..37 */
+                kernel_matmul(&w, &act, got, ROWS, 0, 5);
+                kernel_matmul(&w, &act, got, ROWS, 5, 21);
+                kernel_matmul(&w, &act, got, ROWS, 21, ROWS);
+                for (int r = 0; r < n; r++)
+                    for (int i = 0; i < ROWS; i++)
+                        if (got[r * ROWS + i] != want[first + r][i])
+                            fail_msg("%s batch %d row %d out %d: got %.9g want %.9g",
+                                     kernel_isa_name(isa), batch, first + r, i, got[r * ROWS + i],
+                                     want[first + r][i]);
+            }
+        }
+    }
+    free(buf);
+    free(x);
+    free(data);
+    free(wv);
+}
+
+/* Cached rope angles give the same floats as kernel_rope; axpy adds a scaled vector. */
+static void test_rope_angles_and_axpy(void **state)
+{
+    (void)state;
+    enum { HEADS = 3, HEAD_DIM = 16, ROPE_DIM = 12, N = 37 };
+    float a[HEADS * HEAD_DIM], b[HEADS * HEAD_DIM], cs[ROPE_DIM];
+    s_fill(a, HEADS * HEAD_DIM, 1.0f);
+    memcpy(b, a, sizeof a);
+    kernel_rope(a, HEADS, HEAD_DIM, ROPE_DIM, 77, 10000.0f);
+    kernel_rope_angles(cs, ROPE_DIM, 77, 10000.0f);
+    kernel_rope_apply(b, HEADS, HEAD_DIM, ROPE_DIM, cs);
+    assert_memory_equal(a, b, sizeof a);
+    FOR_EACH_ISA(isa) {
+        float y[N], x[N], y0[N];
+        s_fill(y, N, 1.0f);
+        s_fill(x, N, 1.0f);
+        memcpy(y0, y, sizeof y);
+        kernel_axpy(y, 0.37f, x, N);
+        for (int i = 0; i < N; i++)
+            if (fabs(y[i] - (y0[i] + 0.37 * x[i])) > 1e-6)
+                fail_msg("%s axpy element %d", kernel_isa_name(isa), i);
+    }
+}
+
 static void test_vector_ops_match_float64(void **state)
 {
     (void)state;
@@ -416,6 +489,8 @@ int main(void)
         cmocka_unit_test(test_dot_q8_0_matches_float64),
         cmocka_unit_test(test_f16_and_bf16_conversions_are_bit_exact),
         cmocka_unit_test(test_matmul_every_type_matches_float64_and_splits),
+        cmocka_unit_test(test_q8_0_matmul_is_batch_split_and_isa_invariant),
+        cmocka_unit_test(test_rope_angles_and_axpy),
         cmocka_unit_test(test_vector_ops_match_float64),
         cmocka_unit_test(test_rope_rotates_adjacent_pairs_of_the_rope_dims),
         cmocka_unit_test(test_get_row_dequantizes_every_type),
