@@ -375,12 +375,12 @@ int http_job_start(http_job *j)
     return 0;
 }
 
-int http_router_stats(struct http_server *srv, llorch_stat *out, size_t cap, size_t *n,
-                      char *errbuf, size_t errbuf_size)
+int http_router_stats(struct http_server *srv, double max_age_ms, llorch_stat *out, size_t cap,
+                      size_t *n, char *errbuf, size_t errbuf_size)
 {
     pthread_mutex_lock(&srv->stats_mu);
     const double now = http_now_ms();
-    if (now - srv->stats_at_ms > 250 || !srv->stats_at_ms) {
+    if (now - srv->stats_at_ms >= max_age_ms || !srv->stats_at_ms) {
         char err[256] = "";
         if (!srv->stats_client)
             srv->stats_client = llorch_connect(srv->endpoint, NULL, err, sizeof err);

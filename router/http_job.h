@@ -87,9 +87,10 @@ void http_job_cancel(http_job *job, bool timeout);
 /* Drops a reference; the last one frees the job. Sets *job to NULL. */
 void http_job_unref(http_job **job);
 
-/* The router's counters, fetched at most every 250 ms. 0, or -1 with errbuf. */
-int http_router_stats(struct http_server *srv, llorch_stat *out, size_t cap, size_t *n,
-                      char *errbuf, size_t errbuf_size);
+/* The router's counters, asked for anew when the last answer is max_age_ms old or
+ * older (0 = always). 0, or -1 with errbuf. */
+int http_router_stats(struct http_server *srv, double max_age_ms, llorch_stat *out, size_t cap,
+                      size_t *n, char *errbuf, size_t errbuf_size);
 
 /* Closes the pooled and stats clients (at stop). */
 void http_clients_close(struct http_server *srv);

@@ -17,6 +17,7 @@
  * every wait is a short timed one so that a client that left is noticed at once. */
 #define S_POLL_MS 100
 #define S_GRACE_MS 3000  /* after a cancel, how long a request may take to wind down */
+#define S_DRAIN_BYTES (16u << 20) /* oversized bodies up to this are read before the 413 */
 
 typedef struct s_conn {
     char *body;
@@ -263,6 +264,22 @@ static enum MHD_Result s_generate(http_server *srv, struct MHD_Connection *c,
                       "manifest): retry shortly");
         return s_fail(srv, c, endpoint, &f);
     }
+    /* Without a pipeline the router would queue the request until one appears: a load
+     * balancer is better served by a prompt 503, as /health says. */
+    llorch_stat st[HTTP_STATS_CAP];
+    size_t n_st = 0;
+    char stats_err[256];
+    if (http_router_stats(srv, 100, st, HTTP_STATS_CAP, &n_st, stats_err, sizeof stats_err) != 0) {
+        http_fail_set(&f, 503, "server_error", "unavailable", NULL,
+                      "the router does not answer: %s", stats_err);
+        return s_fail(srv, c, endpoint, &f);
+    }
+    if (llorch_stat_get(st, n_st, "pipelines_ready") < 1) {
+        http_fail_set(&f, 503, "server_error", "unavailable", NULL,
+                      "no pipeline is ready: %.0f workers alive, none covering every layer; "
+                      "retry when /health says ok", llorch_stat_get(st, n_st, "workers_alive"));
+        return s_fail(srv, c, endpoint, &f);
+    }
     const unsigned max_prompt = srv->cfg.max_prompt_tokens ? srv->cfg.max_prompt_tokens
                                                            : srv->n_ctx - 1;
     http_limits lim = {.max_tokens = srv->cfg.max_tokens,
@@ -358,7 +375,7 @@ static enum MHD_Result s_health(http_server *srv, struct MHD_Connection *c)
     llorch_stat st[HTTP_STATS_CAP];
     size_t n = 0;
     char err[256];
-    if (http_router_stats(srv, st, HTTP_STATS_CAP, &n, err, sizeof err) != 0)
+    if (http_router_stats(srv, 0, st, HTTP_STATS_CAP, &n, err, sizeof err) != 0)
         return s_json(srv, c, "/health", 503,
                       json_pack("{s:s, s:s+}", "status", "unavailable", "reason",
                                 "the router does not answer: ", err));
@@ -390,7 +407,7 @@ static enum MHD_Result s_metrics(http_server *srv, struct MHD_Connection *c)
     const bool ready = srv->model_ready;
     const unsigned active = srv->n_active, queued = srv->n_waiting;
     pthread_mutex_unlock(&srv->mu);
-    const bool ok = ready && http_router_stats(srv, st, HTTP_STATS_CAP, &n, err, sizeof err) == 0;
+    const bool ok = ready && http_router_stats(srv, 0, st, HTTP_STATS_CAP, &n, err, sizeof err) == 0;
     http_metrics_request(&srv->metrics, "/metrics", 200);
     char *text = http_metrics_render(&srv->metrics, active, queued, ready, st, n, ok);
     return s_send(c, 200, "text/plain; version=0.0.4; charset=utf-8", text, NULL);
@@ -465,8 +482,14 @@ static enum MHD_Result s_access(void *cls, struct MHD_Connection *c, const char 
         if (!(cc = calloc(1, sizeof *cc)))
             return MHD_NO;
         *con_cls = cc;
+        /* A body somewhat too large is read and dropped, so that the client, still
+         * sending, gets to read the 413; a huge one is refused at once (the connection
+         * closes under the sender). */
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
-        if (cl && strtoull(cl, NULL, 10) > srv->cfg.max_body_bytes) {
+        const unsigned long long declared = cl ? strtoull(cl, NULL, 10) : 0;
+        if (declared > srv->cfg.max_body_bytes)
+            cc->too_big = true;
+        if (declared > S_DRAIN_BYTES && declared > srv->cfg.max_body_bytes) {
             http_fail_set(&f, 413, "invalid_request_error", "request_too_large", NULL,
                           "the request body has %s bytes; at most %zu are accepted "
                           "(--http-max-body)", cl, srv->cfg.max_body_bytes);
@@ -501,9 +524,10 @@ static enum MHD_Result s_access(void *cls, struct MHD_Connection *c, const char 
         return s_fail(srv, c, "other", &f);
     }
     if (cc->too_big) {
+        const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
         http_fail_set(&f, 413, "invalid_request_error", "request_too_large", NULL,
-                      "the request body is larger than %zu bytes (--http-max-body)",
-                      srv->cfg.max_body_bytes);
+                      "the request body has %s bytes; at most %zu are accepted "
+                      "(--http-max-body)", cl ? cl : "more", srv->cfg.max_body_bytes);
         return s_fail(srv, c, "other", &f);
     }
     if (!strcmp(url, "/metrics"))

@@ -27,6 +27,7 @@ stage unit tests/run_unit.sh build/tests unit
 stage asan bash -c 'make --no-print-directory -j2 BUILD=build/asan SAN=1 OPT=-O1 all >/dev/null && ASAN_OPTIONS=detect_leaks=1 tests/run_unit.sh build/asan/tests asan'
 stage reference tests/reference/run.sh
 stage pipeline tests/pipeline/run.sh
+stage http tests/http/run.sh
 stage fuzz tests/fuzz/run.sh
 
 echo "total: $total_p passed, $total_f failed"

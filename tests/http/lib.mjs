@@ -141,7 +141,9 @@ export class Pipeline {
             return;
         const exited = new Promise((r) => c.once("exit", r));
         c.kill(signal);
-        await Promise.race([exited, sleep(5000)]);
+        let timer;
+        await Promise.race([exited, new Promise((r) => { timer = setTimeout(r, 5000); })]);
+        clearTimeout(timer);
         if (c.exitCode === null && c.signalCode === null) {
             c.kill("SIGKILL");
             await exited;
