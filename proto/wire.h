@@ -258,6 +258,8 @@ typedef struct wire_submit {
     uint32_t top_n_probs;      /* alternatives reported with each TOKEN, 0..WIRE_MAX_TOP_PROBS */
     uint32_t n_stop;
     const char *const *stop;   /* (n_stop) stop strings, 1..WIRE_MAX_STOP_BYTES each */
+    bool ignore_eos;           /* the EOS token does not end the request (benchmarks); on the
+                                  wire only when true */
 } wire_submit;
 
 typedef struct wire_top_prob {

@@ -266,7 +266,7 @@ static size_t s_pack_body(s_pk *p, const wire_message *m, wire_frame *bulk)
     case WIRE_SUBMIT: {
         const wire_submit *s = &m->submit;
         const wire_sampling *sp = &s->sampling;
-        s_head(p, m->type, 14);
+        s_head(p, m->type, 14 + (s->ignore_eos ? 1 : 0));
         s_kv_u64(p, "request_id", s->request_id);
         if (s->prompt)
             s_kv_str(p, "prompt", s->prompt);
@@ -284,6 +284,8 @@ static size_t s_pack_body(s_pk *p, const wire_message *m, wire_frame *bulk)
         s_kv_u64(p, "max_tokens", s->max_tokens);
         s_kv_u64(p, "top_n_probs", s->top_n_probs);
         s_kv_strs(p, "stop", s->stop, s->n_stop);
+        if (s->ignore_eos)
+            s_kv_bool(p, "ignore_eos", true);
         if (s->prompt)
             return 0;
         bulk[0] = (wire_frame){s->tokens, (size_t)s->n_tokens * sizeof(int32_t)};

@@ -444,7 +444,8 @@ static int s_submit(s_dec *d, const msgpack_object *h, const wire_msg *in, wire_
         s_f32(d, h, "presence_penalty", false, &p->presence_penalty) ||
         s_u64(d, h, "seed", false, &p->seed) || s_u32(d, h, "max_tokens", false, &s->max_tokens) ||
         s_u32(d, h, "top_n_probs", false, &s->top_n_probs) ||
-        s_strs(d, h, "stop", WIRE_MAX_STOP_STRINGS, WIRE_MAX_STOP_BYTES, &s->stop, &s->n_stop))
+        s_strs(d, h, "stop", WIRE_MAX_STOP_STRINGS, WIRE_MAX_STOP_BYTES, &s->stop, &s->n_stop) ||
+        s_bool(d, h, "ignore_eos", false, &s->ignore_eos))
         return -1;
     if (prompt) {
         if (s_find(h, "n_tokens"))

@@ -93,6 +93,7 @@ typedef struct router_session {
     uint32_t n_in_flight;          /* rows in the batch in flight */
     uint32_t n_generated;
     uint32_t max_tokens;
+    bool ignore_eos;               /* EOS is an ordinary token (the request's choice) */
     uint32_t top_n_probs;
     uint32_t n_stop;
     char **stop;                   /* (n_stop) stop strings */

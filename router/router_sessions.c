@@ -179,6 +179,7 @@ static void s_submit(router *r, const wire_msg *raw, const wire_submit *q)
     memcpy(s->client, raw->identity, raw->identity_bytes);
     s->client_bytes = raw->identity_bytes;
     s->max_tokens = q->max_tokens;
+    s->ignore_eos = q->ignore_eos;
     s->top_n_probs = q->top_n_probs;
     s->submit_ms = s_now();
     const char *problem = NULL;
@@ -442,7 +443,7 @@ static void s_sample(router *r, int i, const float *logits)
         s_top(r->probs, r->n_vocab, n_top, top);
     }
     const int token = sampler_sample(s->smp, r->scratch);
-    if (token == r->tok->eos_id) {
+    if (token == r->tok->eos_id && !s->ignore_eos) {
         s_finish(r, i, WIRE_STOP_EOS, 0, NULL);
         return;
     }

@@ -55,7 +55,7 @@ static void s_usage(FILE *out)
             "  --workers K, --split F:L,..., --threads-per-worker T, --kv-budget B\n"
             "                          the pipeline to start (see llorch up --help)\n"
             "  -p, -n, --temp, --top-k, --top-p, --min-p, --repeat-penalty, --seed, --top,\n"
-            "  --json                  as in-process (llorch generate --help); --top at most 32\n"
+            "  --json, --ignore-eos    as in-process (llorch generate --help); --top at most 32\n"
             "  --threads T             threads per worker when --threads-per-worker is absent\n"
             "  --stop TEXT             end when TEXT is produced (repeatable, up to 16)\n"
             "  --curve-key FILE        this client's key pair, for a tcp:// router with CURVE\n"
@@ -213,7 +213,10 @@ int cmd_generate_remote(int argc, char **argv)
         } else if (!strcmp(a, "--json")) {
             json = true;
             continue;
-        } else if (!strcmp(a, "--in-process") || !strcmp(a, "--ignore-eos")) {
+        } else if (!strcmp(a, "--ignore-eos")) {
+            p.ignore_eos = 1;
+            continue;
+        } else if (!strcmp(a, "--in-process")) {
             fprintf(stderr, "llorch generate: %s does not go with --router/--workers\n", a);
             return 2;
         }

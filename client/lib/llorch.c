@@ -302,6 +302,7 @@ static int s_prepare(llorch_client *c, const llorch_params *p, wire_message *m,
         .frequency_penalty = p->frequency_penalty, .presence_penalty = p->presence_penalty,
         .seed = p->seed};
     q->max_tokens = p->max_tokens;
+    q->ignore_eos = p->ignore_eos != 0;
     q->top_n_probs = p->top_n_probs;
     q->n_stop = p->n_stop;
     q->stop = p->stop;

@@ -52,6 +52,9 @@ typedef struct llorch_params {
     unsigned n_stop;          /* 0..16 */
     int timeout_ms;           /* longest silence from the router before giving up;
                                  0 = wait forever (default 0) */
+    int ignore_eos;           /* non-zero: the end-of-sequence token does not end the
+                                 request, which then always makes max_tokens tokens (unless
+                                 the context fills); for benchmarks (default 0) */
 } llorch_params;
 
 /* One generated token as the callback sees it. Pointers are valid during the call. */

@@ -373,8 +373,19 @@ static void test_roundtrip_client_messages(void **state)
     assert_int_equal(out.submit.top_n_probs, 5);
     assert_int_equal(out.submit.n_stop, 2);
     assert_string_equal(out.submit.stop[1], "User:");
+    assert_false(out.submit.ignore_eos);
     wire_message_free(&out);
     wire_msg_free(&raw);
+
+    /* ignore_eos goes on the wire when set, and comes back. */
+    m.submit.ignore_eos = true;
+    s_roundtrip(&m, &raw, &out);
+    assert_true(out.submit.ignore_eos);
+    assert_int_equal(out.submit.max_tokens, 64);
+    assert_string_equal(out.submit.stop[0], "\n\n");
+    wire_message_free(&out);
+    wire_msg_free(&raw);
+    m.submit.ignore_eos = false;
 
     int32_t tokens[3] = {1, 15043, 3186};
     m.submit.prompt = NULL;
@@ -401,6 +412,7 @@ static void test_roundtrip_client_messages(void **state)
     wire_sampling def = wire_sampling_default();
     assert_memory_equal(&out.submit.sampling, &def, sizeof def);
     assert_int_equal(out.submit.max_tokens, WIRE_DEFAULT_MAX_TOKENS);
+    assert_false(out.submit.ignore_eos);
     wire_message_free(&out);
     msgpack_sbuffer_destroy(&h.sb);
     raw = (wire_msg){0};
@@ -540,6 +552,12 @@ static void test_schema_violations(void **state)
     hdr_key(&h, "temperature");
     msgpack_pack_double(&h.pk, NAN);
     hdr_expect(&h, NULL, 0, WIRE_ERR_MALFORMED, "does not fit a 32-bit float");
+    hdr_begin(&h, WIRE_PROTOCOL_VERSION, "submit", 3);
+    hdr_kv_u64(&h, "request_id", 1);
+    hdr_key(&h, "prompt");
+    msgpack_pack_str_with_body(&h.pk, "x", 1);
+    hdr_kv_u64(&h, "ignore_eos", 1);
+    hdr_expect(&h, NULL, 0, WIRE_ERR_MALFORMED, "ignore_eos");
     hdr_begin(&h, WIRE_PROTOCOL_VERSION, "done", 4);
     hdr_kv_u64(&h, "request_id", 1);
     hdr_key(&h, "stop_reason");
