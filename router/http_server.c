@@ -603,6 +603,8 @@ static int s_listen_addr(const char *listen, struct sockaddr_storage *sa, bool *
     struct sockaddr_in *in4 = (struct sockaddr_in *)sa;
     struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)sa;
     *v6 = false;
+    if (!strcmp(host, "localhost"))
+        snprintf(host, sizeof host, "127.0.0.1");
     if (!host[0] || !strcmp(host, "*")) {
         in4->sin_family = AF_INET;
         in4->sin_addr.s_addr = htonl(INADDR_ANY);
@@ -616,7 +618,7 @@ static int s_listen_addr(const char *listen, struct sockaddr_storage *sa, bool *
         *v6 = true;
     } else {
         return llorch_error_set(err, "--http %s: '%s' is not an IPv4 or IPv6 address (use "
-                                "127.0.0.1, 0.0.0.0, * or [::1])", listen, host);
+                                "127.0.0.1, localhost, 0.0.0.0, * or [::1])", listen, host);
     }
     return 0;
 }
@@ -718,7 +720,7 @@ void http_server_stop(http_server **ps)
         MHD_stop_daemon(srv->mhd);
     /* Job threads end once the router answers their cancel; if it no longer runs they
      * never do, and the server is left to the process's exit. */
-    const double until = http_now_ms() + 1000;
+    const double until = http_now_ms() + 300;
     pthread_mutex_lock(&srv->mu);
     while (srv->n_threads && http_now_ms() < until)
         s_timed_wait(&srv->cond, &srv->mu, 50);

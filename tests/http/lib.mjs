@@ -159,6 +159,47 @@ export class Pipeline {
     }
 }
 
+// A free TCP port on 127.0.0.1 (free when asked; another process could take it after).
+async function freePort() {
+    const net = await import("node:net");
+    return new Promise((resolve, reject) => {
+        const srv = net.createServer();
+        srv.once("error", reject);
+        srv.listen(0, "127.0.0.1", () => {
+            const {port} = srv.address();
+            srv.close(() => resolve(port));
+        });
+    });
+}
+
+// `llorch up -m MODEL --http 127.0.0.1:PORT ARGS...` in the background, ready when /health
+// says ok. Returns {port, stop()}.
+export async function startUp(args) {
+    const port = await freePort();
+    const child = spawn(path.join(binDir, "llorch"),
+                        ["up", "-m", modelPath(), "--http", `127.0.0.1:${port}`, ...args],
+                        {stdio: ["ignore", "pipe", "pipe"]});
+    let log = "";
+    child.stderr.on("data", (d) => { log += d.toString(); });
+    const exited = new Promise((r) => child.once("exit", r));
+    const stop = async () => {
+        if (child.exitCode === null && child.signalCode === null) {
+            child.kill("SIGTERM");
+            await exited;
+        }
+    };
+    for (const until = Date.now() + 20000; Date.now() < until; await sleep(100)) {
+        if (child.exitCode !== null)
+            break;
+        try {
+            if ((await fetch(`http://127.0.0.1:${port}/health`)).status === 200)
+                return {port, stop};
+        } catch { /* not up yet */ }
+    }
+    await stop();
+    throw new Error(`llorch up --http did not become healthy:\n${log}`);
+}
+
 export async function postJSON(p, route, body, headers = {}) {
     const res = await fetch(p.url(route), {method: "POST", body: typeof body === "string" ? body : JSON.stringify(body),
                                            headers: {"Content-Type": "application/json", ...headers}});

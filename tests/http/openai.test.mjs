@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import {after, before, describe, test} from "node:test";
 
-import {inProcessText, MODEL_NAME, openaiClass, Pipeline} from "./lib.mjs";
+import {inProcessText, MODEL_NAME, openaiClass, Pipeline, startUp} from "./lib.mjs";
 
 describe("the openai client against llorch-router --http (2 workers)", () => {
     let p, client;
@@ -135,5 +135,21 @@ describe("the openai client against llorch-router --http (2 workers)", () => {
         await assert.rejects(client.completions.create({model: MODEL_NAME, prompt, top_p: 3}),
                              (e) => e.status === 400 && e.param === "top_p" &&
                                     /\[0, 1\]/.test(e.message));
+    });
+});
+
+describe("llorch up --http", () => {
+    test("starts the whole pipeline with the HTTP API, served to the openai client", async () => {
+        const up = await startUp(["--workers", "2", "--http-model-name", MODEL_NAME]);
+        try {
+            const OpenAI = await openaiClass();
+            const client = new OpenAI({baseURL: `http://127.0.0.1:${up.port}/v1`, apiKey: "unused",
+                                       maxRetries: 0});
+            const r = await client.completions.create({model: MODEL_NAME, prompt: "The little dog",
+                                                       max_tokens: 24, temperature: 0});
+            assert.equal(r.choices[0].text, inProcessText("The little dog", 24));
+        } finally {
+            await up.stop();
+        }
     });
 });
