@@ -125,6 +125,7 @@ typedef struct router {
     tokenizer *tok;
 
     router_worker workers[ROUTER_MAX_WORKERS];
+    char stat_names[ROUTER_MAX_WORKERS][WIRE_MAX_KEY_BYTES + 1]; /* "worker_alive:<id>" */
     router_pipeline pipelines[ROUTER_MAX_PIPELINES];
     uint32_t next_pipeline_id;
     struct { char endpoint[WIRE_MAX_ENDPOINT_BYTES + 1]; void *socket; } push[ROUTER_MAX_PUSH];

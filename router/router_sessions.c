@@ -278,10 +278,10 @@ void router_client_message(router *r, const wire_msg *raw, const wire_message *m
         }
         break;
     case WIRE_STATS_REQ: {
-        wire_stat counters[32];
+        wire_stat counters[WIRE_MAX_STATS];
         wire_message s = {.type = WIRE_STATS};
         s.stats = (wire_stats){.sender_id = "router", .counters = counters};
-        s.stats.n_counters = (uint32_t)router_stats_fill(r, counters, 32);
+        s.stats.n_counters = (uint32_t)router_stats_fill(r, counters, WIRE_MAX_STATS);
         wire_send_message(r->clients, raw->identity, raw->identity_bytes, &s, ZMQ_DONTWAIT, NULL);
         break;
     }
@@ -601,6 +601,15 @@ int router_stats_fill(router *r, wire_stat *c, int cap)
     int n = 0;
     for (size_t i = 0; i < sizeof all / sizeof all[0] && n < cap; i++)
         c[n++] = all[i];
+    /* Per worker "worker_alive:<id>" (1 alive, 0 dead), so /metrics can label each. */
+    for (int i = 0; i < ROUTER_MAX_WORKERS && n < cap; i++) {
+        const router_worker *w = &r->workers[i];
+        if (!w->used)
+            continue;
+        snprintf(r->stat_names[i], sizeof r->stat_names[i], "worker_alive:%.*s",
+                 (int)(sizeof r->stat_names[i] - sizeof "worker_alive:"), w->id);
+        c[n++] = (wire_stat){r->stat_names[i], w->alive ? 1.0 : 0.0};
+    }
     return n;
 }
 

@@ -350,10 +350,10 @@ void router_control_message(router *r, const wire_msg *raw, const wire_message *
                  wire_errc_name(m->error.code));
         break;
     case WIRE_STATS_REQ: {
-        wire_stat counters[32];
+        wire_stat counters[WIRE_MAX_STATS];
         wire_message s = {.type = WIRE_STATS};
         s.stats = (wire_stats){.sender_id = "router", .counters = counters};
-        s.stats.n_counters = (uint32_t)router_stats_fill(r, counters, 32);
+        s.stats.n_counters = (uint32_t)router_stats_fill(r, counters, WIRE_MAX_STATS);
         wire_send_message(r->control, raw->identity, raw->identity_bytes, &s, ZMQ_DONTWAIT,
                           NULL);
         break;

@@ -138,6 +138,10 @@ describe("HTTP API at the wire", () => {
         assert.ok(v.llorch_http_time_to_first_token_seconds_count >= 1);
         assert.equal(v.llorch_router_up, 1);
         assert.equal(v.llorch_router_workers_alive, 1);
+        // Per-worker liveness, labelled with the worker's id.
+        const alive = Object.keys(v).filter(k => k.startsWith("llorch_router_worker_alive{id="));
+        assert.equal(alive.length, 1, m.text);
+        assert.equal(v[alive[0]], 1);
         assert.equal(v.llorch_router_pipelines_ready, 1);
         assert.equal(v.llorch_http_requests_in_flight, 0);
         assert.ok(v.llorch_router_tokens_out >= v.llorch_http_completion_tokens_total);
