@@ -1,0 +1,219 @@
+// pipeline.mjs - `make bench`, second table: generation through llorch's pipeline (loader,
+// workers, router as processes) against the in-process engine on the same model and total
+// threads, the cost of one hop, and the aggregate rate of concurrent sessions. Medians as a
+// table and as build/bench-pipeline.json (merged into build/bench.json under "pipeline" when
+// that file exists). The instrument, not a test: it asserts nothing.
+//
+// env: BENCH_PIPELINE_MODEL (build/models/bench-tinyllama-1.1b-q8_0.gguf, made if missing),
+//      BENCH_RUNS (3), BENCH_THREADS (2: total threads of every configuration),
+//      BENCH_GEN (32), BENCH_SESSIONS (8), BENCH_HOP_GEN (256: tokens of the hop runs)
+import {execFileSync, spawn} from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import {fileURLToPath} from "node:url";
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+const llorch = path.join(root, "build/bin/llorch");
+const driver = path.join(root, "build/bench/pipeline_client");
+const runs = Number(process.env.BENCH_RUNS ?? 3);
+const threads = Number(process.env.BENCH_THREADS ?? 2);
+const nGen = Number(process.env.BENCH_GEN ?? 32);
+const nSessions = Number(process.env.BENCH_SESSIONS ?? 8);
+const nHopGen = Number(process.env.BENCH_HOP_GEN ?? 256);
+const defaultModel = path.join(root, "build/models/bench-tinyllama-1.1b-q8_0.gguf");
+const modelPath = process.env.BENCH_PIPELINE_MODEL ?? defaultModel;
+
+const f = (x, d = 2) => x.toFixed(d);
+function log(msg) { process.stderr.write(`bench-pipeline: ${msg}\n`); }
+function median(xs) { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)]; }
+
+function ensureModel(file, mkArgs) {
+    if (!fs.existsSync(file)) {
+        log(`making ${file} (random weights; written once, kept for later runs)`);
+        fs.mkdirSync(path.dirname(file), {recursive: true});
+        execFileSync(llorch, ["mkmodel", ...mkArgs, "--out", file, "--quiet"],
+                     {stdio: ["ignore", "ignore", "inherit"]});
+    }
+    return file;
+}
+
+// Prompts of a few dozen tokens, each a different rotation of the same words (the sessions
+// of the concurrent runs then have different prompts of about the same length).
+const words = ("the quick brown fox jumps over the lazy dog while a small cat watches from " +
+               "the old wooden fence and the sun goes down behind the quiet green hills").split(" ");
+const promptAt = i => [...words.slice(i % words.length), ...words.slice(0, i % words.length)].join(" ");
+
+function inProcess(model, prompt, n, nThreads) {
+    const out = execFileSync(llorch, ["generate", "-m", model, "-p", prompt, "-n", String(n), "--temp", "0",
+                                      "--threads", String(nThreads), "--json", "--in-process",
+                                      "--ignore-eos"], {encoding: "utf8", maxBuffer: 64 << 20});
+    const j = JSON.parse(out.trim().split("\n").filter(l => l.startsWith("{")).pop());
+    return {tok_s: j.timings.gen_tokens_per_s, gen: j.tokens.length};
+}
+
+// `llorch up` in the background; resolves with {ep, stop()} once it prints the endpoint.
+function up(model, workers, perWorker) {
+    return new Promise((resolve, reject) => {
+        const child = spawn(llorch, ["up", "-m", model, "--workers", String(workers),
+                                     "--threads-per-worker", String(perWorker)],
+                            {stdio: ["ignore", "pipe", "pipe"]});
+        let stdout = "", stderr = "";
+        const timer = setTimeout(() => { child.kill("SIGTERM"); reject(new Error(`llorch up: no endpoint after 600 s:\n${stderr.slice(-2000)}`)); }, 600e3);
+        const exited = new Promise(r => child.on("exit", (code, sig) => r(code ?? sig)));
+        child.stderr.on("data", d => { stderr += d; });
+        child.stdout.on("data", d => {
+            stdout += d;
+            const nl = stdout.indexOf("\n");
+            if (nl < 0)
+                return;
+            clearTimeout(timer);
+            resolve({ep: stdout.slice(0, nl).trim(), stop: async () => {
+                child.kill("SIGTERM");
+                const code = await exited;
+                if (code !== 0)
+                    log(`llorch up exited with ${code}: ${stderr.slice(-1000)}`);
+            }});
+        });
+        child.on("exit", code => { clearTimeout(timer); reject(new Error(`llorch up exited (${code}):\n${stderr.slice(-2000)}`)); });
+        child.on("error", reject);
+    });
+}
+
+// nSess sessions at once through the router at ep; see pipeline_client.c for the fields.
+function sessions(ep, nSess, n, prompts) {
+    const out = execFileSync(driver, [ep, String(nSess), String(n), ...prompts],
+                             {encoding: "utf8", maxBuffer: 64 << 20});
+    const j = JSON.parse(out);
+    for (const s of j.sessions)
+        if (s.generated !== n)
+            log(`a session made ${s.generated} of ${n} tokens (${s.stop_reason})`);
+    // The router's own measure, for comparison: (n - 1) tokens over its generate_ms.
+    j.router_tok_s = j.sessions.reduce((a, s) => a + (s.generated - 1) * 1e3 / s.generate_ms, 0);
+    return j;
+}
+
+// Least-squares line y = a + b x.
+function fit(xs, ys) {
+    const n = xs.length, mx = xs.reduce((a, b) => a + b) / n, my = ys.reduce((a, b) => a + b) / n;
+    const b = xs.reduce((a, x, i) => a + (x - mx) * (ys[i] - my), 0) /
+              xs.reduce((a, x) => a + (x - mx) ** 2, 0);
+    return {intercept: my - b * mx, slope: b};
+}
+
+const model = modelPath === defaultModel
+    ? ensureModel(modelPath, ["--preset", "tinyllama-1.1b", "--type", "q8_0"]) : modelPath;
+if (!fs.existsSync(model))
+    throw new Error(`${model} does not exist (BENCH_PIPELINE_MODEL)`);
+const prompt = promptAt(0);
+const prompts = Array.from({length: nSessions}, (_, i) => promptAt(3 * i));
+
+// 1. One session: pipelines of K = 1 and K = 2 workers vs in-process with `threads` in all.
+// In-process runs alternate with the pipeline's (its processes idle meanwhile), so that both
+// see the same machine.
+log(`${path.basename(model)}: warm-up in-process, ${threads} threads`);
+inProcess(model, prompt, 4, threads);
+const inproc = [];
+// K=2 x threads/2 is the same thread count as in-process; K=2 x threads runs each stage on
+// every core in turn (one session keeps only one stage busy at a time; the idle one sleeps).
+const configs = [{workers: 1, perWorker: threads}];
+if (threads % 2 === 0)
+    configs.push({workers: 2, perWorker: threads / 2});
+configs.push({workers: 2, perWorker: threads});
+const pipes = [];
+let concurrent = null;
+for (const c of configs) {
+    log(`${path.basename(model)}: llorch up --workers ${c.workers} --threads-per-worker ${c.perWorker}`);
+    const u = await up(model, c.workers, c.perWorker);
+    try {
+        sessions(u.ep, 1, 4, [prompt]);
+        const one = [], beside = [];
+        for (let i = 0; i < runs; i++) {
+            beside.push(inProcess(model, prompt, nGen, threads).tok_s);
+            one.push(sessions(u.ep, 1, nGen, [prompt]));
+        }
+        inproc.push(...beside);
+        const p = {workers: c.workers, threads_per_worker: c.perWorker,
+                   gen_tok_s: median(one.map(j => j.gen_tok_s_sum)),
+                   router_gen_tok_s: median(one.map(j => j.router_tok_s)),
+                   in_process_gen_tok_s: median(beside)};
+        p.ratio = p.gen_tok_s / p.in_process_gen_tok_s;
+        pipes.push(p);
+        log(`  ${f(p.gen_tok_s)} tok/s, in-process ${f(p.in_process_gen_tok_s)}: ${f(p.ratio, 3)}×`);
+        // 2. nSessions at once vs one alone, on the two-worker pipeline.
+        if (c.workers === 2 && c.perWorker * 2 === threads) {
+            log(`${path.basename(model)}: ${nSessions} concurrent sessions`);
+            sessions(u.ep, nSessions, 4, prompts);
+            const many = [];
+            for (let i = 0; i < runs; i++)
+                many.push(sessions(u.ep, nSessions, nGen, prompts));
+            const stats = JSON.parse(execFileSync(llorch, ["stats", "--router", u.ep], {encoding: "utf8"}));
+            concurrent = {workers: c.workers, threads_per_worker: c.perWorker, sessions: nSessions,
+                          one_gen_tok_s: pipes.at(-1).gen_tok_s,
+                          aggregate_gen_tok_s: median(many.map(j => j.gen_tok_s_sum)),
+                          end_to_end_tok_s: median(many.map(j => j.end_to_end_tok_s)),
+                          max_rows_in_batch: stats.max_rows_in_batch};
+            concurrent.ratio = concurrent.aggregate_gen_tok_s / concurrent.one_gen_tok_s;
+            log(`  ${f(concurrent.aggregate_gen_tok_s)} tok/s in all (${f(concurrent.ratio)}×)`);
+        }
+    } finally {
+        await u.stop();
+    }
+}
+const inprocTokS = median(inproc);
+
+// 3. Per hop: a tiny model (compute negligible), K = 1..4 one-thread workers; the slope of
+// the time per token over K is the cost of one more FORWARD hop (send, wake, receive).
+const tiny = ensureModel(path.join(root, "build/models/bench-hop-tiny.gguf"),
+                         ["--dim", "64", "--layers", "4", "--heads", "4", "--kv-heads", "2",
+                          "--ffn", "172", "--vocab-size", "1690", "--ctx", "1024"]);
+log(`hops: ${path.basename(tiny)}, K = 1..4`);
+inProcess(tiny, prompt, 4, 1);
+const hopRuns = Math.max(runs, 5);
+const tinyInproc = median(Array.from({length: hopRuns}, () => inProcess(tiny, prompt, nHopGen, 1).tok_s));
+const hops = [];
+for (let k = 1; k <= 4; k++) {
+    const u = await up(tiny, k, 1);
+    try {
+        sessions(u.ep, 1, 8, [prompt]);
+        const r = Array.from({length: hopRuns}, () => sessions(u.ep, 1, nHopGen, [prompt]).gen_tok_s_sum);
+        hops.push({workers: k, ms_per_token: 1e3 / median(r)});
+    } finally {
+        await u.stop();
+    }
+}
+const line = fit(hops.map(h => h.workers), hops.map(h => h.ms_per_token));
+const hop = {model: path.basename(tiny), in_process_ms_per_token: 1e3 / tinyInproc, points: hops,
+             per_hop_ms: line.slope, intercept_ms: line.intercept};
+
+const cpu = (os.cpus()[0]?.model ?? "unknown").trim();
+const result = {date: new Date().toISOString(), machine: {cpu, cores: os.cpus().length},
+                model: path.basename(model), model_bytes: fs.statSync(model).size, threads, runs,
+                gen_tokens: nGen, in_process_gen_tok_s: inprocTokS, pipelines: pipes, concurrent, hop};
+fs.mkdirSync(path.join(root, "build"), {recursive: true});
+fs.writeFileSync(path.join(root, "build/bench-pipeline.json"), JSON.stringify(result, null, 2) + "\n");
+const benchJson = path.join(root, "build/bench.json");
+if (fs.existsSync(benchJson)) {
+    const all = JSON.parse(fs.readFileSync(benchJson, "utf8"));
+    all.pipeline = result;
+    fs.writeFileSync(benchJson, JSON.stringify(all, null, 2) + "\n");
+}
+
+const ms = x => (x * 1e3).toFixed(0);
+console.log(`\nllorch pipeline — ${result.model}, ${threads} threads in total, ${nGen} generated ` +
+            `(greedy, EOS ignored), median of ${runs}\n`);
+console.log("| measure | value | reference | ratio | target |");
+console.log("| --- | --- | --- | --- | --- |");
+for (const p of pipes) {
+    const t = p.threads_per_worker, extra = p.workers * t > threads ? " (stages take turns)" : "";
+    console.log(`| gen tok/s, pipeline K=${p.workers} × ${t} thread${t > 1 ? "s" : ""}${extra} ` +
+                `| ${f(p.gen_tok_s)} | in-process ${f(p.in_process_gen_tok_s)} | ${f(p.ratio, 3)}× | ≥ 0.97× |`);
+}
+if (concurrent)
+    console.log(`| aggregate gen tok/s, ${concurrent.sessions} sessions, K=${concurrent.workers} ` +
+                `| ${f(concurrent.aggregate_gen_tok_s)} | 1 session ${f(concurrent.one_gen_tok_s)} | ` +
+                `${f(concurrent.ratio)}× | ≥ 4× |`);
+console.log(`| per-hop latency (${hop.model}, K=1..4, slope) | ${ms(hop.per_hop_ms)} µs | ` +
+            `${hops.map(h => `K=${h.workers} ${ms(h.ms_per_token)}`).join(", ")} µs/token; ` +
+            `in-process ${ms(hop.in_process_ms_per_token)} | | |`);
+console.log(`\nwritten: build/bench-pipeline.json${fs.existsSync(benchJson) ? " (and build/bench.json .pipeline)" : ""}`);
