@@ -52,15 +52,23 @@ function inProcess(model, prompt, n, nThreads) {
     return {tok_s: j.timings.gen_tokens_per_s, gen: j.tokens.length};
 }
 
+// Running `llorch up` children: stopped when this script ends or is killed (they would
+// otherwise keep the model's shared-memory segment).
+const running = new Set();
+process.on("exit", () => { for (const c of running) c.kill("SIGTERM"); });
+for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"])
+    process.on(sig, () => process.exit(128 + os.constants.signals[sig]));
+
 // `llorch up` in the background; resolves with {ep, stop()} once it prints the endpoint.
 function up(model, workers, perWorker) {
     return new Promise((resolve, reject) => {
         const child = spawn(llorch, ["up", "-m", model, "--workers", String(workers),
                                      "--threads-per-worker", String(perWorker)],
                             {stdio: ["ignore", "pipe", "pipe"]});
+        running.add(child);
         let stdout = "", stderr = "";
         const timer = setTimeout(() => { child.kill("SIGTERM"); reject(new Error(`llorch up: no endpoint after 600 s:\n${stderr.slice(-2000)}`)); }, 600e3);
-        const exited = new Promise(r => child.on("exit", (code, sig) => r(code ?? sig)));
+        const exited = new Promise(r => child.on("exit", (code, sig) => { running.delete(child); r(code ?? sig); }));
         child.stderr.on("data", d => { stderr += d; });
         child.stdout.on("data", d => {
             stdout += d;
