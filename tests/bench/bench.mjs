@@ -78,9 +78,15 @@ function runLlama(model, ids) {
             rss: j.peak_rss_bytes, gen: j.gen_tokens};
 }
 
-const membw = JSON.parse(execFileSync(path.join(root, "build/bench/membw"), [String(threads), "1024"],
+// Read bandwidth, measured before and after the runs: on a shared machine it moves
+// with the neighbours' load, and the generation limit uses the higher (stricter) one.
+function measureBandwidth() {
+    const j = JSON.parse(execFileSync(path.join(root, "build/bench/membw"), [String(threads), "1024"],
                                       {encoding: "utf8"}));
-log(`memory read bandwidth (${threads} threads): ${membw.read_gb_per_s} GB/s`);
+    log(`memory read bandwidth (${threads} threads): ${j.read_gb_per_s} GB/s`);
+    return j.read_gb_per_s;
+}
+const bwBefore = measureBandwidth();
 
 const rows = [];
 for (const preset of presets) {
@@ -96,6 +102,12 @@ for (const preset of presets) {
         l.push(runLlorch(model, text));
         r.push(runLlama(model, ids));
     }
+    rows.push({preset, bytes, ids, l, r});
+}
+const bwAfter = measureBandwidth();
+const membw = {read_gb_per_s: Math.max(bwBefore, bwAfter)};
+for (let i = 0; i < rows.length; i++) {
+    const {preset, bytes, ids, l, r} = rows[i];
     const limit = membw.read_gb_per_s * 1e9 / bytes;
     const row = {
         model: preset, model_bytes: bytes, threads, prompt_tokens: ids.length, gen_tokens: nGen,
@@ -109,12 +121,13 @@ for (const preset of presets) {
     row.gen_ratio = row.llorch.gen_tok_s / row.llama_cpp.gen_tok_s;
     row.llorch_gen_pct_of_limit = 100 * row.llorch.gen_tok_s / limit;
     row.llama_cpp_gen_pct_of_limit = 100 * row.llama_cpp.gen_tok_s / limit;
-    rows.push(row);
+    rows[i] = row;
 }
 
 const cpu = (os.cpus()[0]?.model ?? "unknown").trim();
 const out = {date: new Date().toISOString(), machine: {cpu, cores: os.cpus().length,
              memory_gib: Math.round(os.totalmem() / 2 ** 30)}, membw_gb_s: membw.read_gb_per_s,
+             membw_before_gb_s: bwBefore, membw_after_gb_s: bwAfter,
              runs, rows};
 fs.mkdirSync(path.join(root, "build"), {recursive: true});
 fs.writeFileSync(path.join(root, "build/bench.json"), JSON.stringify(out, null, 2) + "\n");
@@ -122,13 +135,15 @@ fs.writeFileSync(path.join(root, "build/bench.json"), JSON.stringify(out, null, 
 const f = (x, d = 2) => x.toFixed(d);
 const gb = x => (x / 2 ** 30).toFixed(2);
 console.log(`\nllorch vs llama.cpp v0.4.0 — ${cpu}, ${threads} threads, ${nPrompt}-token prompt, ` +
-            `${nGen} generated, F32 KV, median of ${runs}; read bandwidth ${membw.read_gb_per_s} GB/s\n`);
+            `${nGen} generated, F32 KV, median of ${runs}; read bandwidth ${bwBefore} GB/s before, ` +
+            `${bwAfter} GB/s after the runs\n`);
 console.log("| model | prompt tok/s llorch | llama.cpp | ratio | gen tok/s llorch | llama.cpp | ratio | " +
-            "llorch gen % of bw limit | peak RSS llorch GiB | llama.cpp GiB | model GiB |");
-console.log("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+            "gen % of bw limit llorch | llama.cpp | peak RSS llorch GiB | llama.cpp GiB | model GiB |");
+console.log("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
 for (const r of rows)
     console.log(`| ${r.model} Q8_0 | ${f(r.llorch.prompt_tok_s)} | ${f(r.llama_cpp.prompt_tok_s)} | ` +
                 `${f(r.prompt_ratio)}× | ${f(r.llorch.gen_tok_s)} | ${f(r.llama_cpp.gen_tok_s)} | ` +
-                `${f(r.gen_ratio)}× | ${f(r.llorch_gen_pct_of_limit, 0)}% | ${gb(r.llorch.peak_rss_bytes)} | ` +
+                `${f(r.gen_ratio)}× | ${f(r.llorch_gen_pct_of_limit, 0)}% | ` +
+                `${f(r.llama_cpp_gen_pct_of_limit, 0)}% | ${gb(r.llorch.peak_rss_bytes)} | ` +
                 `${gb(r.llama_cpp.peak_rss_bytes)} | ${gb(r.model_bytes)} |`);
 console.log(`\nwritten: build/bench.json`);
