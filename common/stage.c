@@ -2,6 +2,7 @@
 #include "stage.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -242,11 +243,17 @@ typedef struct matmul_job {
     const weight *w[3];
     kernel_act act[3];
     float *out[3];
+    int64_t total;          /* concatenated output rows */
+    _Atomic int64_t next;   /* first row not yet taken */
 } matmul_job;
 
-static void s_matmul_share(void *ctx, int64_t begin, int64_t end, int thread_index)
+/* Rows taken per grab: whole 8-row panels, ~140 KB of a 4096-wide Q8_0 matrix, so the
+ * grabs cost nothing against the rows and the threads finish within one grab of each
+ * other (a static half each waits for the slower core at every barrier). */
+#define MATMUL_GRAB_ROWS 32
+
+static void s_matmul_range(const matmul_job *job, int64_t begin, int64_t end)
 {
-    const matmul_job *job = ctx;
     int64_t base = 0;
     for (int i = 0; i < job->n; i++) {
         const int64_t rows = job->w[i]->rows;
@@ -255,6 +262,18 @@ static void s_matmul_share(void *ctx, int64_t begin, int64_t end, int thread_ind
         if (lo < hi)
             kernel_matmul(job->w[i], &job->act[i], job->out[i], rows, lo, hi);
         base += rows;
+    }
+}
+
+static void s_matmul_share(void *ctx, int64_t begin, int64_t end, int thread_index)
+{
+    matmul_job *job = ctx;
+    (void)begin, (void)end, (void)thread_index;
+    for (;;) {
+        const int64_t lo = atomic_fetch_add_explicit(&job->next, MATMUL_GRAB_ROWS, memory_order_relaxed);
+        if (lo >= job->total)
+            return;
+        s_matmul_range(job, lo, lo + MATMUL_GRAB_ROWS < job->total ? lo + MATMUL_GRAB_ROWS : job->total);
     }
 }
 
@@ -281,7 +300,12 @@ static void s_matmuls(stage *s, int n, const weight *const *w, float *const *out
         job.act[i] = kernel_act_init(w[i]->type, x, n_rows, w[i]->cols, s->act_buf[i]);
         kernel_act_convert(&job.act[i], x, 0, n_rows);
     }
-    s_parallel(s, total, work, s_matmul_share, &job);
+    job.total = total;
+    atomic_init(&job.next, 0);
+    if (work < PARALLEL_MIN_WORK)
+        s_matmul_range(&job, 0, total);
+    else
+        threadpool_for(s->pool, threadpool_size(s->pool), s_matmul_share, &job);
 }
 
 static void s_matmul(stage *s, const weight *w, float *out, const float *x, int n_rows)
