@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "generate_output.h"
 #include "generate.h"
 
 static void s_usage(FILE *out)
@@ -30,10 +31,13 @@ static void s_usage(FILE *out)
             "      --json              print one JSON object instead of streaming the text:\n"
             "                          prompt_tokens, tokens, text, stop_reason, timings\n"
             "                          {prompt_tokens_per_s, gen_tokens_per_s, load_ms}, top\n"
-            "      --in-process        run the model in this process (the only mode today)\n"
+            "      --in-process        run the model in this process (the default)\n"
             "      --ignore-eos        do not stop at the end-of-sequence token: always make\n"
             "                          N tokens (benchmarks)\n"
             "  -h, --help              this help\n"
+            "\n"
+            "Through a pipeline instead: --router EP (a running router), or --workers K\n"
+            "[--split F:L,...] (one started for this call); `llorch generate --help --router` shows those options.\n"
             "\n"
             "Environment: LLORCH_ISA=scalar|avx2 chooses the kernel variant.\n");
 }
@@ -70,50 +74,6 @@ static int s_stream_text(void *user, const char *text, size_t len)
     (void)user;
     fwrite(text, 1, len, stdout);
     fflush(stdout);
-    return 0;
-}
-
-static json_t *s_ids(const int32_t *ids, size_t n)
-{
-    json_t *a = json_array();
-    for (size_t i = 0; i < n; i++)
-        json_array_append_new(a, json_integer(ids[i]));
-    return a;
-}
-
-static int s_print_json(const generate_result *r)
-{
-    json_t *o = json_object();
-    json_object_set_new(o, "prompt_tokens", s_ids(r->prompt_tokens, r->n_prompt));
-    json_object_set_new(o, "tokens", s_ids(r->tokens, r->n_tokens));
-    json_object_set_new(o, "text", json_stringn(r->text, r->text_len));
-    json_object_set_new(o, "stop_reason", json_string(r->stop_reason));
-    json_t *t = json_object();
-    json_object_set_new(t, "prompt_tokens_per_s", json_real(r->prompt_tokens_per_s));
-    json_object_set_new(t, "gen_tokens_per_s", json_real(r->gen_tokens_per_s));
-    json_object_set_new(t, "load_ms", json_real(r->load_ms));
-    json_object_set_new(o, "timings", t);
-    if (r->top_k > 0) {
-        json_t *steps = json_array();
-        for (size_t s = 0; s < r->n_tokens; s++) {
-            json_t *step = json_array();
-            for (int k = 0; k < r->top_k; k++) {
-                const generate_prob *g = &r->top[s * (size_t)r->top_k + (size_t)k];
-                json_array_append_new(step, json_pack("{s:i, s:f}", "id", (json_int_t)g->id,
-                                                      "p", (double)g->p));
-            }
-            json_array_append_new(steps, step);
-        }
-        json_object_set_new(o, "top", steps);
-    }
-    char *s = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(9));
-    json_decref(o);
-    if (!s) {
-        fprintf(stderr, "llorch generate: cannot format the JSON output\n");
-        return 1;
-    }
-    puts(s);
-    free(s);
     return 0;
 }
 
@@ -217,14 +177,17 @@ int cmd_generate(int argc, char **argv)
     int rc = generate_run(g, &p, json ? NULL : s_stream_text, NULL, &r, &err);
     if (rc < 0) {
         fprintf(stderr, "llorch generate: %s\n", err.msg);
-    } else if (json) {
-        rc = s_print_json(&r);
     } else {
-        printf("\n");
-        fprintf(stderr, "llorch: stop: %s; prompt %zu tokens, %.1f tok/s; generated %zu tokens, "
-                        "%.1f tok/s; load %.0f ms\n",
-                r.stop_reason, r.n_prompt, r.prompt_tokens_per_s, r.n_tokens, r.gen_tokens_per_s,
-                r.load_ms);
+        const generate_output o = {
+            .prompt_tokens = r.prompt_tokens, .n_prompt = r.n_prompt, .tokens = r.tokens,
+            .n_tokens = r.n_tokens, .text = r.text, .text_len = r.text_len,
+            .stop_reason = r.stop_reason, .prompt_tokens_per_s = r.prompt_tokens_per_s,
+            .gen_tokens_per_s = r.gen_tokens_per_s, .load_ms = r.load_ms, .top = r.top,
+            .top_k = r.top_k};
+        if (json)
+            rc = generate_output_json(&o);
+        else
+            generate_output_summary(&o);
     }
     generate_result_free(&r);
     generator_free(&g);

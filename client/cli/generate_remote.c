@@ -9,6 +9,7 @@
 
 #include "cli.h"
 #include "generate.h"
+#include "generate_output.h"
 #include "gguf.h"
 #include "lib/llorch.h"
 #include "proc.h"
@@ -128,53 +129,6 @@ static int s_on_token(void *user, const llorch_token *t)
         fwrite(t->text, 1, t->text_len, stdout);
         fflush(stdout);
     }
-    return 0;
-}
-
-static json_t *s_ids(const int32_t *ids, size_t n)
-{
-    json_t *a = json_array();
-    for (size_t i = 0; i < n; i++)
-        json_array_append_new(a, json_integer(ids[i]));
-    return a;
-}
-
-/* The in-process command's JSON object, key for key. */
-static int s_print_json(const int32_t *prompt, size_t n_prompt, const remote_run *r,
-                        const char *stop_reason, double prompt_tps, double gen_tps,
-                        double load_ms)
-{
-    json_t *o = json_object();
-    json_object_set_new(o, "prompt_tokens", s_ids(prompt, n_prompt));
-    json_object_set_new(o, "tokens", s_ids(r->tokens, r->n_tokens));
-    json_object_set_new(o, "text", json_stringn(r->text ? r->text : "", r->text_len));
-    json_object_set_new(o, "stop_reason", json_string(stop_reason));
-    json_t *t = json_object();
-    json_object_set_new(t, "prompt_tokens_per_s", json_real(prompt_tps));
-    json_object_set_new(t, "gen_tokens_per_s", json_real(gen_tps));
-    json_object_set_new(t, "load_ms", json_real(load_ms));
-    json_object_set_new(o, "timings", t);
-    if (r->top_k > 0) {
-        json_t *steps = json_array();
-        for (size_t s = 0; s < r->n_tokens; s++) {
-            json_t *step = json_array();
-            for (int k = 0; k < r->top_k; k++) {
-                const generate_prob *g = &r->top[s * (size_t)r->top_k + (size_t)k];
-                json_array_append_new(step, json_pack("{s:i, s:f}", "id", (json_int_t)g->id,
-                                                      "p", (double)g->p));
-            }
-            json_array_append_new(steps, step);
-        }
-        json_object_set_new(o, "top", steps);
-    }
-    char *s = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(9));
-    json_decref(o);
-    if (!s) {
-        fprintf(stderr, "llorch generate: cannot format the JSON output\n");
-        return 1;
-    }
-    puts(s);
-    free(s);
     return 0;
 }
 
@@ -376,14 +330,17 @@ int cmd_generate_remote(int argc, char **argv)
                                                     : 0;
         const double gen_tps = res.generate_ms > 0 && n_forward > 0
                                    ? n_forward * 1e3 / res.generate_ms : 0;
+        const generate_output o = {
+            .prompt_tokens = ids, .n_prompt = n_ids, .tokens = run.tokens,
+            .n_tokens = run.n_tokens, .text = run.text, .text_len = run.text_len,
+            .stop_reason = reason, .prompt_tokens_per_s = prompt_tps, .gen_tokens_per_s = gen_tps,
+            .load_ms = load_ms, .top = run.top, .top_k = run.top_k};
         if (json) {
-            rc = s_print_json(ids, n_ids, &run, reason, prompt_tps, gen_tps, load_ms);
+            rc = generate_output_json(&o);
         } else {
-            printf("\n");
-            fprintf(stderr, "llorch: stop: %s; prompt %u tokens, %.1f tok/s; generated %u "
-                            "tokens, %.1f tok/s; load %.0f ms\n",
-                    reason, res.n_prompt_tokens, prompt_tps, res.n_generated_tokens, gen_tps,
-                    load_ms);
+            generate_output counted = o; /* the router's count: ids is empty without -m */
+            counted.n_prompt = res.n_prompt_tokens;
+            generate_output_summary(&counted);
         }
     }
     free(ids);
