@@ -606,9 +606,13 @@ int router_stats_fill(router *r, wire_stat *c, int cap)
         const router_worker *w = &r->workers[i];
         if (!w->used)
             continue;
-        snprintf(r->stat_names[i], sizeof r->stat_names[i], "worker_alive:%.*s",
-                 (int)(sizeof r->stat_names[i] - sizeof "worker_alive:"), w->id);
-        c[n++] = (wire_stat){r->stat_names[i], w->alive ? 1.0 : 0.0};
+        char *name = r->stat_names[i];
+        const size_t prefix = sizeof "worker_alive:" - 1;
+        const size_t id_len = strnlen(w->id, sizeof r->stat_names[i] - 1 - prefix);
+        memcpy(name, "worker_alive:", prefix);
+        memcpy(name + prefix, w->id, id_len);
+        name[prefix + id_len] = '\0';
+        c[n++] = (wire_stat){name, w->alive ? 1.0 : 0.0};
     }
     return n;
 }
