@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole suite, as `make test` runs it: build with warnings as errors, unit tests,
+# The whole suite, as `make test` runs it: build with warnings as errors (gcc, then
+# clang), unit tests,
 # unit tests under ASan+UBSan, the llama.cpp reference comparisons, and a bounded
 # fuzz run. Ends with one line "total: N passed, N failed".
 set -u
@@ -23,6 +24,7 @@ stage() {
 }
 
 stage build make --no-print-directory -j2 all
+stage clang make --no-print-directory -j2 BUILD=build/clang CC=clang all
 stage unit tests/run_unit.sh build/tests unit
 stage asan bash -c 'make --no-print-directory -j2 BUILD=build/asan SAN=1 OPT=-O1 all >/dev/null && ASAN_OPTIONS=detect_leaks=1 tests/run_unit.sh build/asan/tests asan'
 stage reference tests/reference/run.sh
