@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The whole suite, as `make test` runs it: build with warnings as errors (gcc, then
-# clang), unit tests,
-# unit tests under ASan+UBSan, the llama.cpp reference comparisons, and a bounded
-# fuzz run. Ends with one line "total: N passed, N failed".
+# The whole suite, as `make test` runs it: the build with warnings as errors (gcc, then
+# clang), unit tests, the same under ASan+UBSan, the llama.cpp reference comparisons,
+# the pipeline's process tests, the HTTP API tests and bounded fuzz runs.
+# Ends with one line "total: N passed, N failed".
 set -u
 cd "$(dirname "$0")/.."
 total_p=0; total_f=0
