@@ -1,0 +1,224 @@
+/* batch_bench.c - times Q8_0 matrix x batch products and batched decode steps in-process.
+ *
+ * The instrument for small batches (2-16 rows), not a test; it asserts nothing but
+ * prints a mismatch when the active kernels disagree with the scalar ones.
+ *
+ *   batch_bench kernel [THREADS]        GMAC/s of kernel_matmul over 1..64 batch rows on
+ *                                       ~100 MB of 5632 x 2048 Q8_0 weights, and a
+ *                                       bit-for-bit check of every batch size against the
+ *                                       scalar variant
+ *   batch_bench stage MODEL [THREADS] [SESSIONS...]
+ *                                       seconds per decode step and aggregate tokens/s of
+ *                                       SESSIONS sequences decoding together (default
+ *                                       1 2 4 8 16)
+ *
+ * Build: cc -O2 -std=c11 -D_GNU_SOURCE -pthread -Icommon tests/bench/batch_bench.c
+ *        build/lib/libllorch-core.a -ljansson -lmsgpackc -lzmq -lsodium -lm -o build/bench/batch_bench
+ */
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "kernels.h"
+#include "kv_cache.h"
+#include "model.h"
+#include "quant.h"
+#include "stage.h"
+#include "threadpool.h"
+
+static double s_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static uint32_t s_rand_state = 12345;
+static float s_rand(void)
+{
+    s_rand_state = s_rand_state * 1664525u + 1013904223u;
+    return (float)(s_rand_state >> 8) / (float)(1u << 24) - 0.5f;
+}
+
+/* ---- kernel mode ------------------------------------------------------------------- */
+
+typedef struct job {
+    const weight *w;
+    const kernel_act *act;
+    float *out;
+    _Atomic int64_t next;
+} job;
+
+static void s_share(void *ctx, int64_t begin, int64_t end, int thread_index)
+{
+    job *j = ctx;
+    (void)begin, (void)end, (void)thread_index;
+    for (;;) {
+        const int64_t lo = atomic_fetch_add(&j->next, 32);
+        if (lo >= j->w->rows)
+            return;
+        const int64_t hi = lo + 32 < j->w->rows ? lo + 32 : j->w->rows;
+        kernel_matmul(j->w, j->act, j->out, j->w->rows, lo, hi);
+    }
+}
+
+static void s_make_q8(weight *w, int64_t rows, int64_t cols)
+{
+    float *row = malloc((size_t)cols * sizeof *row);
+    const size_t row_bytes = (size_t)(cols / 32) * sizeof(q8_0_block);
+    uint8_t *data = malloc((size_t)rows * row_bytes);
+    for (int64_t r = 0; r < rows; r++) {
+        for (int64_t c = 0; c < cols; c++)
+            row[c] = s_rand();
+        q8_0_quantize_row(row, (q8_0_block *)(data + (size_t)r * row_bytes), cols);
+    }
+    free(row);
+    *w = (weight){.type = TENSOR_Q8_0, .rows = rows, .cols = cols, .row_bytes = row_bytes, .data = data};
+}
+
+static int s_kernel_mode(int threads)
+{
+    enum { N_W = 8, COLS = 2048, MAX_B = 64 };
+    /* BATCH_BENCH_ROWS: rows of each of the 8 weights (5632; 64 keeps them in cache) */
+    const char *env_rows = getenv("BATCH_BENCH_ROWS");
+    const int ROWS = env_rows ? atoi(env_rows) : 5632;
+    weight w[N_W];
+    for (int i = 0; i < N_W; i++)
+        s_make_q8(&w[i], ROWS, COLS);
+    float *x = malloc((size_t)MAX_B * COLS * sizeof *x);
+    for (int i = 0; i < MAX_B * COLS; i++)
+        x[i] = s_rand();
+    void *buf = malloc(kernel_act_bytes(TENSOR_Q8_0, MAX_B, COLS));
+    float *out = malloc((size_t)MAX_B * ROWS * sizeof *out);
+    float *want = malloc((size_t)MAX_B * ROWS * sizeof *want);
+    threadpool *pool = threadpool_new(threads, NULL);
+    static const int batches[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 16, 24, 32, 64};
+    const kernel_isa best = kernel_isa_active();
+    int bad = 0;
+    for (size_t bi = 0; bi < sizeof batches / sizeof batches[0]; bi++) {
+        const int b = batches[bi];
+        kernel_act act = kernel_act_init(TENSOR_Q8_0, x, b, COLS, buf);
+        kernel_act_convert(&act, x, 0, b);
+        /* check 200 rows (odd count: partial tiles) against the scalar kernels */
+        weight part = w[0];
+        part.rows = ROWS < 203 ? ROWS : 203;
+        kernel_isa_select(KERNEL_ISA_SCALAR, NULL);
+        kernel_matmul(&part, &act, want, part.rows, 0, part.rows);
+        kernel_isa_select(best, NULL);
+        job cj = {.w = &part, .act = &act, .out = out};
+        threadpool_for(pool, threads, s_share, &cj);
+        if (memcmp(out, want, (size_t)b * (size_t)part.rows * sizeof *out)) {
+            printf("batch %d: %s differs from scalar\n", b, kernel_isa_name(best));
+            bad = 1;
+        }
+        double best_t = 1e9;
+        const int reps = ROWS < 1024 ? 200 : 5;
+        for (int rep = 0; rep < reps; rep++) {
+            const double t0 = s_now();
+            for (int i = 0; i < N_W; i++) {
+                job j = {.w = &w[i], .act = &act, .out = out};
+                threadpool_for(pool, threads, s_share, &j);
+            }
+            const double t = s_now() - t0;
+            best_t = t < best_t ? t : best_t;
+        }
+        const double macs = (double)N_W * ROWS * COLS * b;
+        printf("batch %2d: %7.2f ms  %6.1f GMAC/s  %6.1f GB/s weights\n", b, best_t * 1e3,
+               macs / best_t * 1e-9, (double)N_W * ROWS * w[0].row_bytes / best_t * 1e-9);
+        fflush(stdout);
+    }
+    threadpool_free(&pool);
+    for (int i = 0; i < N_W; i++)
+        free((void *)w[i].data);
+    free(x);
+    free(buf);
+    free(out);
+    free(want);
+    return bad;
+}
+
+/* ---- stage mode -------------------------------------------------------------------- */
+
+static int s_stage_mode(const char *path, int threads, const int *sessions, int n_sessions)
+{
+    llorch_error err = {0};
+    model *m = model_open(path, &err);
+    if (!m) {
+        fprintf(stderr, "batch_bench: %s\n", err.msg);
+        return 1;
+    }
+    enum { PROMPT = 8, STEPS = 16, MAX_SEQ = 64 };
+    const size_t per_pos = kv_cache_bytes_per_position((int)m->config.n_layers, (int)m->config.kv_dim);
+    stage_opts opts = {.threads = threads, .max_batch_rows = 64, .max_seqs = MAX_SEQ, .n_ctx = 256,
+                       .kv_budget_bytes = per_pos * 64 * (PROMPT + STEPS + 2 * KV_BLOCK_POSITIONS)};
+    stage *s = stage_new(m, 0, m->config.n_layers, &opts, &err);
+    if (!s) {
+        fprintf(stderr, "batch_bench: %s\n", err.msg);
+        return 1;
+    }
+    const int64_t vocab = stage_out_cols(s);
+    float *logits = malloc((size_t)MAX_SEQ * (size_t)vocab * sizeof *logits);
+    stage_row rows[MAX_SEQ * PROMPT];
+    double one = 0;
+    for (int si = 0; si < n_sessions; si++) {
+        const int n = sessions[si];
+        if (n > MAX_SEQ)
+            continue;
+        for (int q = 0; q < n; q++)
+            for (int p = 0; p < PROMPT; p++)
+                rows[q * PROMPT + p] = (stage_row){.seq_id = (uint64_t)q + 1, .pos = p,
+                                                    .token = 1 + 7 * q + p, .want_logits = p == PROMPT - 1};
+        for (int begin = 0; begin < n * PROMPT; begin += 64) {
+            const int cnt = n * PROMPT - begin < 64 ? n * PROMPT - begin : 64;
+            if (stage_forward(s, rows + begin, cnt, NULL, logits, &err) < 0) {
+                fprintf(stderr, "batch_bench: %s\n", err.msg);
+                return 1;
+            }
+        }
+        double best_t = 1e9;
+        for (int step = 0; step < STEPS; step++) {
+            for (int q = 0; q < n; q++)
+                rows[q] = (stage_row){.seq_id = (uint64_t)q + 1, .pos = PROMPT + step,
+                                      .token = 100 + 3 * q + step, .want_logits = true};
+            const double t0 = s_now();
+            if (stage_forward(s, rows, n, NULL, logits, &err) < 0) {
+                fprintf(stderr, "batch_bench: %s\n", err.msg);
+                return 1;
+            }
+            const double t = s_now() - t0;
+            best_t = t < best_t ? t : best_t;
+        }
+        if (n == 1)
+            one = 1.0 / best_t;
+        printf("sessions %2d: %7.1f ms/step  %7.1f tok/s%s", n, best_t * 1e3, n / best_t,
+               one > 0 ? "" : "\n");
+        if (one > 0)
+            printf("  (%.2fx one session)\n", n / best_t / one);
+        fflush(stdout);
+        for (int q = 0; q < n; q++)
+            stage_free_seq(s, (uint64_t)q + 1);
+    }
+    free(logits);
+    stage_free(&s);
+    model_free(&m);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc >= 2 && !strcmp(argv[1], "kernel"))
+        return s_kernel_mode(argc > 2 ? atoi(argv[2]) : 2);
+    if (argc >= 3 && !strcmp(argv[1], "stage")) {
+        int sessions[32] = {1, 2, 4, 8, 16}, n = 5;
+        if (argc > 4) {
+            n = 0;
+            for (int i = 4; i < argc && n < 32; i++)
+                sessions[n++] = atoi(argv[i]);
+        }
+        return s_stage_mode(argv[2], argc > 3 ? atoi(argv[3]) : 2, sessions, n);
+    }
+    fprintf(stderr, "usage: batch_bench kernel [THREADS] | stage MODEL [THREADS] [SESSIONS...]\n");
+    return 2;
+}
