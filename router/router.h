@@ -5,8 +5,9 @@
 /* The router is one thread with one poll loop (router_main.c). Workers register on the
  * control socket and are kept alive by heartbeats (router_workers.c); chains of live
  * workers that cover every layer become pipelines; clients submit on the clients socket
- * and become sessions that are batched, one FORWARD per idle pipeline per step, and
- * sampled when their logits come back (router_sessions.c). docs/pipeline.md is the
+ * and become sessions that are batched, up to max_inflight FORWARDs in flight per
+ * pipeline (each session in one at most), and sampled when their logits come back
+ * (router_sessions.c). docs/pipeline.md is the
  * contract this implements. */
 
 #include <signal.h>
@@ -23,6 +24,7 @@
 #define ROUTER_MAX_WORKERS 256
 #define ROUTER_MAX_PIPELINES 64
 #define ROUTER_MAX_PUSH 256        /* cached PUSH sockets to first workers */
+#define ROUTER_MAX_INFLIGHT 16     /* batches in flight on one pipeline */
 
 typedef struct router_opts {
     const char *loader_endpoint;   /* where the loader serves the MANIFEST */
@@ -34,6 +36,7 @@ typedef struct router_opts {
     int prompt_chunk_rows;         /* prompt rows one session adds to a batch */
     int max_queue;                 /* requests waiting for a session slot */
     int max_sessions;              /* sessions being generated at once */
+    int max_inflight;              /* batches in flight per pipeline (0: its worker count) */
     int heartbeat_ms;
     int liveness;                  /* heartbeats missed before a worker is dead */
     const char *curve_secret;      /* key file of this router (NULL: no CURVE) */
@@ -55,11 +58,18 @@ typedef struct router_worker {
     int pipeline;                  /* index into pipelines, -1 = spare */
 } router_worker;
 
-/* One row group of the batch in flight: n_rows consecutive positions of a session. */
+/* One row group of a batch in flight: n_rows consecutive positions of a session. */
 typedef struct router_batch_part {
     uint64_t session_id;
     uint32_t n_rows;
 } router_batch_part;
+
+/* One FORWARD in flight on a pipeline. */
+typedef struct router_batch {
+    uint64_t batch_id;             /* 0: the slot is free */
+    int n_parts;
+    router_batch_part *parts;      /* (router_batch_parts_cap) its sessions in row order */
+} router_batch;
 
 typedef struct router_pipeline {
     bool used;
@@ -67,10 +77,8 @@ typedef struct router_pipeline {
     int n_workers;
     int workers[WIRE_MAX_HOPS];    /* worker slots in layer order */
     void *push;                    /* PUSH socket to the first worker (borrowed from cache) */
-    bool busy;                     /* a batch is in flight */
-    uint64_t batch_id;             /* of the batch in flight */
-    int n_parts;
-    router_batch_part *parts;      /* (max_batch_rows) the batch in flight */
+    int n_inflight;                /* used slots of batches */
+    router_batch batches[ROUTER_MAX_INFLIGHT]; /* in flight; parts allocated once per slot */
     int n_sessions;                /* sessions assigned */
 } router_pipeline;
 
@@ -90,7 +98,7 @@ typedef struct router_session {
     uint32_t n_tokens, cap_tokens;
     uint32_t n_prompt;
     uint32_t n_done;               /* positions the pipeline has processed (KV filled) */
-    uint32_t n_in_flight;          /* rows in the batch in flight */
+    uint32_t n_in_flight;          /* rows in its batch in flight (a session is in one at most) */
     uint32_t n_generated;
     uint32_t max_tokens;
     bool ignore_eos;               /* EOS is an ordinary token (the request's choice) */
@@ -108,6 +116,7 @@ typedef struct router_session {
 
 typedef struct router_stats {
     uint64_t requests, refused, tokens_in, tokens_out, batches, rows, max_rows_in_batch;
+    uint64_t max_batches_in_flight; /* on one pipeline at once */
     uint64_t sessions_done, errors, malformed;
 } router_stats;
 
@@ -186,8 +195,15 @@ void router_client_message(router *r, const wire_msg *raw, const wire_message *m
 /* Handles one message from the results socket (LOGITS, ERROR). */
 void router_results_message(router *r, const wire_message *m);
 
-/* Admits queued requests to free slots and sends one FORWARD to every idle pipeline
- * that has ready sessions. */
+/* Parts a batch slot needs room for: a batch holds at most one part per session and
+ * one row per part. */
+int router_batch_parts_cap(const router_opts *o);
+
+/* Batches pipeline p may have in flight at once: --max-inflight, or its worker count. */
+int router_max_inflight(const router *r, int p);
+
+/* Admits queued requests to free slots and, while a pipeline has free in-flight
+ * capacity and ready sessions, sends it another FORWARD holding a group of them. */
 void router_step(router *r);
 
 /* A pipeline went out of service: its sessions end with ERROR + DONE("error") naming

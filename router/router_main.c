@@ -41,6 +41,8 @@ static void s_usage(FILE *out)
             "  --max-queue N           requests waiting for a slot; more are refused as busy\n"
             "                          (default 64)\n"
             "  --max-sessions N        sessions generating at once (default 16)\n"
+            "  --max-inflight N        batches in flight per pipeline, each on another stage\n"
+            "                          (1..16; default: the pipeline's worker count)\n"
             "  --heartbeat-ms MS       heartbeat period (default 1000)\n"
             "  --liveness N            heartbeats missed before a worker is dead (default 3)\n"
             "  --curve-secret FILE     this router's key pair (llorch keygen): tcp:// sockets\n"
@@ -94,6 +96,7 @@ static int s_parse(int argc, char **argv, router_opts *o)
         else if (!strcmp(a, "--prompt-chunk")) bad = s_int(a, v, 1, WIRE_MAX_ROWS, &o->prompt_chunk_rows);
         else if (!strcmp(a, "--max-queue")) bad = s_int(a, v, 0, 1 << 20, &o->max_queue);
         else if (!strcmp(a, "--max-sessions")) bad = s_int(a, v, 1, 1 << 16, &o->max_sessions);
+        else if (!strcmp(a, "--max-inflight")) bad = s_int(a, v, 1, ROUTER_MAX_INFLIGHT, &o->max_inflight);
         else if (!strcmp(a, "--heartbeat-ms")) bad = s_int(a, v, 10, 3600000, &o->heartbeat_ms);
         else if (!strcmp(a, "--liveness")) bad = s_int(a, v, 1, 1000, &o->liveness);
         else if (!strcmp(a, "--curve-secret")) o->curve_secret = v;
@@ -225,12 +228,13 @@ static int s_run(router *r, llorch_error *err)
     r->rows = malloc((size_t)r->opts.max_batch_rows * sizeof *r->rows);
     if (!r->scratch || !r->probs || !r->rows)
         return llorch_error_set(err, "out of memory");
-    for (int p = 0; p < ROUTER_MAX_PIPELINES; p++) {
-        r->pipelines[p].parts = malloc((size_t)r->opts.max_batch_rows *
-                                       sizeof *r->pipelines[p].parts);
-        if (!r->pipelines[p].parts)
-            return llorch_error_set(err, "out of memory");
-    }
+    /* Parts for every slot a pipeline may use: --max-inflight, or the most there is. */
+    const int n_slots = r->opts.max_inflight ? r->opts.max_inflight : ROUTER_MAX_INFLIGHT;
+    const size_t parts_bytes = (size_t)router_batch_parts_cap(&r->opts) * sizeof(router_batch_part);
+    for (int p = 0; p < ROUTER_MAX_PIPELINES; p++)
+        for (int b = 0; b < n_slots; b++)
+            if (!(r->pipelines[p].batches[b].parts = malloc(parts_bytes)))
+                return llorch_error_set(err, "out of memory");
     r->control = s_bind(r, ZMQ_ROUTER, r->opts.control_endpoint, "control", err);
     if (r->control)
         r->results = s_bind(r, ZMQ_PULL, r->opts.results_endpoint, "results", err);
@@ -281,7 +285,8 @@ static void s_close(router *r)
     if (r->ctx)
         zmq_ctx_term(r->ctx);
     for (int p = 0; p < ROUTER_MAX_PIPELINES; p++)
-        free(r->pipelines[p].parts);
+        for (int b = 0; b < ROUTER_MAX_INFLIGHT; b++)
+            free(r->pipelines[p].batches[b].parts);
     free(r->scratch);
     free(r->probs);
     free(r->rows);

@@ -317,15 +317,22 @@ static void s_admit(router *r)
     }
 }
 
-/* One FORWARD for pipeline p with the rows of its ready sessions. */
-static void s_send_batch(router *r, int p)
+/* One FORWARD for pipeline p (which has a free batch slot) with the rows of at most
+ * max_parts of its ready sessions. Returns the rows sent (0: none ready, or not sent). */
+static int s_send_batch(router *r, int p, int max_parts)
 {
     router_pipeline *pl = &r->pipelines[p];
+    router_batch *bt = NULL;
+    for (int b = 0; b < ROUTER_MAX_INFLIGHT && !bt; b++)
+        if (!pl->batches[b].batch_id && pl->batches[b].parts)
+            bt = &pl->batches[b];
+    if (!bt)
+        return 0;
     const int max_rows = r->opts.max_batch_rows;
     int n_rows = 0;
-    pl->n_parts = 0;
+    bt->n_parts = 0;
     const int n = r->n_sessions;
-    for (int k = 0; k < n && n_rows < max_rows; k++) {
+    for (int k = 0; k < n && n_rows < max_rows && bt->n_parts < max_parts; k++) {
         router_session *s = r->sessions[(r->rr + k) % n];
         if (s->state != SESSION_ACTIVE || s->pipeline != p || s->n_in_flight || s->cancelled)
             continue;
@@ -344,12 +351,12 @@ static void s_send_batch(router *r, int p)
                                            .want_logits = pos + 1 == s->n_tokens};
         }
         s->n_in_flight = take;
-        pl->parts[pl->n_parts++] = (router_batch_part){.session_id = s->id, .n_rows = take};
+        bt->parts[bt->n_parts++] = (router_batch_part){.session_id = s->id, .n_rows = take};
     }
+    if (n_rows == 0)
+        return 0;
     if (n > 0)
         r->rr = (r->rr + 1) % n;
-    if (n_rows == 0)
-        return;
     const char *route[WIRE_MAX_HOPS + 1];
     int n_hops = 0;
     for (int k = 1; k < pl->n_workers; k++)
@@ -363,20 +370,35 @@ static void s_send_batch(router *r, int p)
     if (wire_send_message(pl->push, NULL, 0, &m, ZMQ_DONTWAIT, &err) != 0) {
         /* The worker's queue is full or it is unreachable: retry at the next step. */
         log_warn("pipeline %u: forward not sent: %s", pl->id, err.msg);
-        for (int i = 0; i < pl->n_parts; i++) {
-            router_session *s = s_find(r, pl->parts[i].session_id, NULL);
+        for (int i = 0; i < bt->n_parts; i++) {
+            router_session *s = s_find(r, bt->parts[i].session_id, NULL);
             if (s)
                 s->n_in_flight = 0;
         }
-        pl->n_parts = 0;
-        return;
+        bt->n_parts = 0;
+        return 0;
     }
-    pl->busy = true;
-    pl->batch_id = m.forward.batch_id;
+    bt->batch_id = m.forward.batch_id;
+    pl->n_inflight++;
     r->stats.batches++;
     r->stats.rows += (uint64_t)n_rows;
     if ((uint64_t)n_rows > r->stats.max_rows_in_batch)
         r->stats.max_rows_in_batch = (uint64_t)n_rows;
+    if ((uint64_t)pl->n_inflight > r->stats.max_batches_in_flight)
+        r->stats.max_batches_in_flight = (uint64_t)pl->n_inflight;
+    return n_rows;
+}
+
+/* Fills pipeline p's free in-flight slots. Each new batch takes at most
+ * ceil(sessions / max_inflight) ready sessions, so that the sessions split into groups
+ * that keep every stage busy in turn (with one session, or one slot, it takes all). */
+static void s_fill_pipeline(router *r, int p)
+{
+    router_pipeline *pl = &r->pipelines[p];
+    const int slots = router_max_inflight(r, p);
+    const int group = (pl->n_sessions + slots - 1) / slots;
+    while (pl->used && pl->n_inflight < slots && s_send_batch(r, p, group > 0 ? group : 1) > 0) {
+    }
 }
 
 void router_step(router *r)
@@ -391,8 +413,8 @@ void router_step(router *r)
     }
     s_admit(r);
     for (int p = 0; p < ROUTER_MAX_PIPELINES; p++)
-        if (r->pipelines[p].used && !r->pipelines[p].busy && r->pipelines[p].n_sessions)
-            s_send_batch(r, p);
+        if (r->pipelines[p].used && r->pipelines[p].n_sessions)
+            s_fill_pipeline(r, p);
 }
 
 /* The n most probable entries of probs[0..n_vocab) into top, descending. */
@@ -473,17 +495,31 @@ static void s_sample(router *r, int i, const float *logits)
         s_finish(r, i, WIRE_STOP_LENGTH, 0, NULL);
 }
 
-static int s_pipeline_of_batch(router *r, uint64_t batch_id)
+/* The pipeline with batch_id in flight (and its slot in *slot), or -1. */
+static int s_pipeline_of_batch(router *r, uint64_t batch_id, int *slot)
 {
+    if (!batch_id)
+        return -1;
     for (int p = 0; p < ROUTER_MAX_PIPELINES; p++)
-        if (r->pipelines[p].used && r->pipelines[p].busy && r->pipelines[p].batch_id == batch_id)
-            return p;
+        for (int b = 0; r->pipelines[p].used && b < ROUTER_MAX_INFLIGHT; b++)
+            if (r->pipelines[p].batches[b].batch_id == batch_id) {
+                *slot = b;
+                return p;
+            }
     return -1;
+}
+
+/* Frees slot b of pipeline p; its parts stay readable until the next send. */
+static void s_batch_done(router_pipeline *pl, int b)
+{
+    pl->batches[b].batch_id = 0;
+    pl->n_inflight--;
 }
 
 static void s_logits(router *r, const wire_logits *lg)
 {
-    int p = s_pipeline_of_batch(r, lg->batch_id);
+    int b = 0;
+    int p = s_pipeline_of_batch(r, lg->batch_id, &b);
     if (p < 0 || r->pipelines[p].id != lg->pipeline_id) {
         log_debug("logits of batch %llu: no pipeline waits for it (lost?): dropped",
                   (unsigned long long)lg->batch_id);
@@ -498,11 +534,12 @@ static void s_logits(router *r, const wire_logits *lg)
     }
     /* Every part advances by its rows; the ones whose last row wanted logits must have a
      * logits row, in batch order. */
-    pl->busy = false;
+    router_batch *bt = &pl->batches[b];
+    s_batch_done(pl, b);
     uint32_t next_row = 0;
-    for (int k = 0; k < pl->n_parts; k++) {
+    for (int k = 0; k < bt->n_parts; k++) {
         int i;
-        router_session *s = s_find(r, pl->parts[k].session_id, &i);
+        router_session *s = s_find(r, bt->parts[k].session_id, &i);
         if (!s)
             continue;
         s->n_done += s->n_in_flight;
@@ -518,7 +555,7 @@ static void s_logits(router *r, const wire_logits *lg)
                      "the pipeline returned no logits for this session's last row");
         }
     }
-    pl->n_parts = 0;
+    bt->n_parts = 0;
 }
 
 /* An ERROR from a worker about a batch: the batch is lost. The session it names (or,
@@ -526,25 +563,27 @@ static void s_logits(router *r, const wire_logits *lg)
  * send their rows again (the workers rewind to the position). */
 static void s_worker_error(router *r, const wire_error *e)
 {
-    int p = e->batch_id ? s_pipeline_of_batch(r, e->batch_id) : -1;
+    int b = 0;
+    int p = s_pipeline_of_batch(r, e->batch_id, &b);
     log_warn("worker error%s: %s (%s)", p < 0 ? " (no batch waits for it)" : "", e->message,
              wire_errc_name(e->code));
     if (p < 0)
         return;
     router_pipeline *pl = &r->pipelines[p];
-    pl->busy = false;
+    router_batch *bt = &pl->batches[b];
+    s_batch_done(pl, b);
     char msg[WIRE_MAX_TEXT_BYTES];
     snprintf(msg, sizeof msg, "worker: %s", e->message);
-    for (int k = 0; k < pl->n_parts; k++) {
+    for (int k = 0; k < bt->n_parts; k++) {
         int i;
-        router_session *s = s_find(r, pl->parts[k].session_id, &i);
+        router_session *s = s_find(r, bt->parts[k].session_id, &i);
         if (!s)
             continue;
         s->n_in_flight = 0;
         if (!e->session_id || e->session_id == s->id)
             s_finish(r, i, WIRE_STOP_ERROR, e->code, msg);
     }
-    pl->n_parts = 0;
+    bt->n_parts = 0;
 }
 
 void router_results_message(router *r, const wire_message *m)
@@ -570,9 +609,13 @@ void router_pipeline_lost(router *r, int p, const char *why)
             i--;
         }
     }
+    /* Every batch in flight ended with its sessions above; late LOGITS find no slot. */
     pl->used = false;
-    pl->busy = false;
-    pl->n_parts = 0;
+    for (int b = 0; b < ROUTER_MAX_INFLIGHT; b++) {
+        pl->batches[b].batch_id = 0;
+        pl->batches[b].n_parts = 0;
+    }
+    pl->n_inflight = 0;
     pl->n_sessions = 0;
 }
 
@@ -588,6 +631,7 @@ int router_stats_fill(router *r, wire_stat *c, int cap)
         {"batches", (double)st->batches},
         {"rows", (double)st->rows},
         {"max_rows_in_batch", (double)st->max_rows_in_batch},
+        {"max_batches_in_flight", (double)st->max_batches_in_flight},
         {"mean_rows_per_batch", mean},
         {"sessions_active", (double)r->n_active},
         {"sessions_done", (double)st->sessions_done},

@@ -154,6 +154,17 @@ int router_pipelines_ready(const router *r)
     return n;
 }
 
+int router_batch_parts_cap(const router_opts *o)
+{
+    return o->max_batch_rows < o->max_sessions ? o->max_batch_rows : o->max_sessions;
+}
+
+int router_max_inflight(const router *r, int p)
+{
+    int n = r->opts.max_inflight ? r->opts.max_inflight : r->pipelines[p].n_workers;
+    return n < 1 ? 1 : n > ROUTER_MAX_INFLIGHT ? ROUTER_MAX_INFLIGHT : n;
+}
+
 /* Depth-first search for a chain of spare live workers from layer to n_layers.
  * chain[depth..] receives worker slots; returns the chain's length or 0. */
 static int s_chain(router *r, uint32_t layer, int *chain, int depth)
@@ -200,9 +211,12 @@ static void s_assemble(router *r)
             return;
         }
         router_pipeline *p = &r->pipelines[slot];
-        router_batch_part *parts = p->parts; /* allocated once per slot, kept */
+        router_batch_part *parts[ROUTER_MAX_INFLIGHT]; /* allocated once per slot, kept */
+        for (int b = 0; b < ROUTER_MAX_INFLIGHT; b++)
+            parts[b] = p->batches[b].parts;
         memset(p, 0, sizeof *p);
-        p->parts = parts;
+        for (int b = 0; b < ROUTER_MAX_INFLIGHT; b++)
+            p->batches[b].parts = parts[b];
         p->used = true;
         p->id = ++r->next_pipeline_id;
         p->n_workers = n;
@@ -220,7 +234,8 @@ static void s_assemble(router *r)
             if (len >= sizeof desc)
                 len = sizeof desc - 1;
         }
-        log_info("pipeline %u ready: %s", p->id, desc);
+        log_info("pipeline %u ready: %s (up to %d batches in flight)", p->id, desc,
+                 router_max_inflight(r, slot));
     }
 }
 

@@ -24,7 +24,8 @@
  *   router_poke concurrent CLIENTS_EP N_PREDICT PROMPT...
  *       runs each prompt alone (greedy), then all at once, one client per thread;
  *       exit 0 when every concurrent text equals its solo text and the router's
- *       max_rows_in_batch is above 1 (it batched them). */
+ *       max_rows_in_batch is above 1 (it batched them); prints the batch stats,
+ *       max_batches_in_flight among them. */
 
 typedef struct job {
     const char *endpoint;
@@ -107,9 +108,11 @@ static int s_concurrent(const char *ep, unsigned n_predict, int n, char **prompt
         bad = 1;
     } else {
         double max_rows = llorch_stat_get(st, k, "max_rows_in_batch");
-        printf("batches %.0f, rows %.0f, max_rows_in_batch %.0f, mean %.2f\n",
+        printf("batches %.0f, rows %.0f, max_rows_in_batch %.0f, mean %.2f, "
+               "max_batches_in_flight %.0f\n",
                llorch_stat_get(st, k, "batches"), llorch_stat_get(st, k, "rows"), max_rows,
-               llorch_stat_get(st, k, "mean_rows_per_batch"));
+               llorch_stat_get(st, k, "mean_rows_per_batch"),
+               llorch_stat_get(st, k, "max_batches_in_flight"));
         if (max_rows <= 1) {
             fprintf(stderr, "the router never put two rows in one batch\n");
             bad = 1;
