@@ -405,9 +405,24 @@ static void s_usage(FILE *out)
             "  --http ADDR:PORT            serve the OpenAI-compatible HTTP API there; the\n"
             "                              router's --http-* options, --api-key-file and\n"
             "                              --config are passed on (llorch-router --help)\n"
+            "  --max-batch N, --max-inflight N, --prompt-chunk N, --max-queue N,\n"
+            "  --max-sessions N, --heartbeat-ms MS, --liveness N\n"
+            "                              passed on to the router (llorch-router --help)\n"
             "  -h, --help                  this help\n"
             "\n"
             "Then: llorch generate --router EP -p PROMPT, or libllorch (llorch.h).\n");
+}
+
+/* The router's scheduling options that `up` passes on as they are. */
+static bool s_router_option(const char *a)
+{
+    static const char *const names[] = {"--max-batch", "--max-inflight", "--prompt-chunk",
+                                        "--max-queue", "--max-sessions", "--heartbeat-ms",
+                                        "--liveness"};
+    for (size_t k = 0; k < sizeof names / sizeof names[0]; k++)
+        if (!strcmp(a, names[k]))
+            return true;
+    return false;
 }
 
 /* Parses the options shared by `up` and `generate --workers`: returns 1 when argv[*i]
@@ -468,7 +483,7 @@ int cmd_up(int argc, char **argv)
         if ((!strcmp(a, "-m") || !strcmp(a, "--model")) && i + 1 < argc) {
             o.model = argv[++i];
         } else if ((!strncmp(a, "--http", 6) || !strcmp(a, "--api-key-file") ||
-                    !strcmp(a, "--config")) && i + 1 < argc &&
+                    !strcmp(a, "--config") || s_router_option(a)) && i + 1 < argc &&
                    o.n_router_extra + 2 <= UP_MAX_ROUTER_EXTRA) {
             o.router_extra[o.n_router_extra++] = a;
             o.router_extra[o.n_router_extra++] = argv[++i];

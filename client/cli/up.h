@@ -20,7 +20,8 @@ typedef struct up_opts {
     const char *kv_budget;       /* passed to every worker as --kv-budget, or NULL */
     bool quiet;                  /* children log into files in the run dir, not stderr */
     const char *router_extra[UP_MAX_ROUTER_EXTRA]; /* (n_router_extra) more router arguments:
-                                    the HTTP API's --http ADDR:PORT, its limits, --config */
+                                    the HTTP API's --http ADDR:PORT, its limits, --config, and the
+                                    scheduling options (--max-batch, --max-inflight, ...) */
     int n_router_extra;
 } up_opts;
 
