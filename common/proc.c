@@ -3,6 +3,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <math.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -130,6 +131,17 @@ int proc_parse_long(const char *opt, const char *s, long min, long max, long *ou
     if (!s || end == s || *end || errno || v < min || v > max)
         return llorch_error_set(err, "%s: '%s' is not an integer in [%ld, %ld]", opt,
                                 s ? s : "", min, max);
+    *out = v;
+    return 0;
+}
+
+int proc_parse_float(const char *opt, const char *s, float *out, llorch_error *err)
+{
+    errno = 0;
+    char *end;
+    float v = strtof(s ? s : "", &end);
+    if (!s || end == s || *end || errno || !isfinite(v))
+        return llorch_error_set(err, "%s: '%s' is not a number", opt, s ? s : "");
     *out = v;
     return 0;
 }

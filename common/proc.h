@@ -36,6 +36,9 @@ int proc_parse_range(const char *s, uint32_t *first, uint32_t *last, llorch_erro
 int proc_parse_long(const char *opt, const char *s, long min, long max, long *out,
                     llorch_error *err);
 
+/* Parses a finite decimal number. Returns 0 or -1 with err naming opt. */
+int proc_parse_float(const char *opt, const char *s, float *out, llorch_error *err);
+
 /* Creates a fresh private run directory (mode 0700) under $XDG_RUNTIME_DIR or /tmp,
  * named "<prefix>-XXXXXX", for ipc:// endpoints. Returns a malloc'd path the caller
  * frees, or NULL with err. */

@@ -8,6 +8,7 @@
 
 #include "cli.h"
 #include "generate_output.h"
+#include "proc.h"
 #include "generate.h"
 
 static void s_usage(FILE *out)
@@ -44,29 +45,20 @@ static void s_usage(FILE *out)
 
 static int s_parse_int(const char *opt, const char *s, long min, long max, long *out)
 {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < min || v > max) {
-        fprintf(stderr, "llorch generate: %s wants an integer in %ld..%ld, got '%s'\n", opt, min,
-                max, s);
-        return -1;
-    }
-    *out = v;
-    return 0;
+    llorch_error err = {0};
+    if (proc_parse_long(opt, s, min, max, out, &err) == 0)
+        return 0;
+    fprintf(stderr, "llorch generate: %s\n", err.msg);
+    return -1;
 }
 
 static int s_parse_float(const char *opt, const char *s, float *out)
 {
-    char *end;
-    errno = 0;
-    float v = strtof(s, &end);
-    if (errno || end == s || *end) {
-        fprintf(stderr, "llorch generate: %s wants a number, got '%s'\n", opt, s);
-        return -1;
-    }
-    *out = v;
-    return 0;
+    llorch_error err = {0};
+    if (proc_parse_float(opt, s, out, &err) == 0)
+        return 0;
+    fprintf(stderr, "llorch generate: %s\n", err.msg);
+    return -1;
 }
 
 static int s_stream_text(void *user, const char *text, size_t len)

@@ -68,15 +68,11 @@ static void s_usage(FILE *out)
 
 static int s_float(const char *opt, const char *v, float *out)
 {
-    char *end;
-    errno = 0;
-    float f = strtof(v, &end);
-    if (errno || end == v || *end) {
-        fprintf(stderr, "llorch generate: %s wants a number, got '%s'\n", opt, v);
-        return -1;
-    }
-    *out = f;
-    return 0;
+    llorch_error err = {0};
+    if (proc_parse_float(opt, v, out, &err) == 0)
+        return 0;
+    fprintf(stderr, "llorch generate: %s\n", err.msg);
+    return -1;
 }
 
 static int s_long(const char *opt, const char *v, long min, long max, long *out)
