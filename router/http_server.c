@@ -31,6 +31,7 @@ typedef struct s_stream {
     int fd;                  /* the client's socket, watched for a hang-up */
     double last_write_ms;
     double deadline_ms;
+    bool ended;              /* the timeout's error event went out: end the stream */
 } s_stream;
 
 /* ---- responses ---- */
@@ -108,13 +109,38 @@ static void s_timed_wait(pthread_cond_t *cond, pthread_mutex_t *mu, int ms)
 
 /* ---- streaming ---- */
 
+/* The stream outlived --http-timeout: its last event is the timeout error, written at
+ * once (the generation winds down on its own; nothing waits for it). */
+static ssize_t s_timeout_event(s_stream *st, http_server *srv, char *buf, size_t max)
+{
+    http_fail f;
+    http_fail_set(&f, 504, "timeout", "timeout", NULL,
+                  "the request took longer than %u s (--http-timeout): it was cancelled",
+                  srv->cfg.timeout_s);
+    char *body = http_fail_json(&f);
+    json_error_t e;
+    json_t *ev = body ? json_loads(body, 0, &e) : NULL;
+    free(body);
+    char *out = NULL;
+    size_t len = 0, cap = 0;
+    st->ended = true;
+    if (!ev || http_sse_append_json(&out, &len, &cap, ev) != 0 || len > max) {
+        free(out);
+        return MHD_CONTENT_READER_END_WITH_ERROR;
+    }
+    memcpy(buf, out, len);
+    free(out);
+    return (ssize_t)len;
+}
+
 static ssize_t s_reader(void *cls, uint64_t pos, char *buf, size_t max)
 {
     (void)pos;
     s_stream *st = cls;
     http_job *j = st->job;
     http_server *srv = j->srv;
-    double cancelled_at = 0;
+    if (st->ended)
+        return MHD_CONTENT_READER_END_OF_STREAM;
     pthread_mutex_lock(&j->mu);
     for (;;) {
         if (j->out_sent < j->out_len) {
@@ -133,19 +159,17 @@ static ssize_t s_reader(void *cls, uint64_t pos, char *buf, size_t max)
         const double now = http_now_ms();
         bool stopping = __atomic_load_n(&srv->stopping, __ATOMIC_ACQUIRE);
         bool gone = !stopping && s_peer_gone(st->fd);
-        if (stopping || gone || (cancelled_at && now - cancelled_at > S_GRACE_MS)) {
+        if (stopping || gone) {
             pthread_mutex_unlock(&j->mu);
             if (gone)
                 log_debug("http: %s: the client went away: cancelling", j->id);
             http_job_cancel(j, false);
             return MHD_CONTENT_READER_END_WITH_ERROR;
         }
-        if (now > st->deadline_ms && !cancelled_at) {
-            cancelled_at = now;
+        if (now > st->deadline_ms) {
             pthread_mutex_unlock(&j->mu);
             http_job_cancel(j, true);
-            pthread_mutex_lock(&j->mu);
-            continue;
+            return s_timeout_event(st, srv, buf, max);
         }
         if (now - st->last_write_ms >= srv->cfg.keepalive_s * 1000.0) {
             pthread_mutex_unlock(&j->mu);
