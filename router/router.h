@@ -213,6 +213,10 @@ void router_pipeline_lost(router *r, int p, const char *why);
 /* Fills counters (at most cap) with the STATS values; returns how many. */
 int router_stats_fill(router *r, wire_stat *counters, int cap);
 
+/* Answers a STATS_REQ that arrived on socket (a ROUTER: raw's identity) with the counters
+ * of router_stats_fill. Sends without blocking; a failed send is dropped. */
+void router_stats_reply(router *r, void *socket, const wire_msg *raw);
+
 /* Ends every session (DONE "error", the router is stopping) and frees them. */
 void router_sessions_shutdown(router *r);
 

@@ -277,14 +277,9 @@ void router_client_message(router *r, const wire_msg *raw, const wire_message *m
                 s->cancelled = true;
         }
         break;
-    case WIRE_STATS_REQ: {
-        wire_stat counters[WIRE_MAX_STATS];
-        wire_message s = {.type = WIRE_STATS};
-        s.stats = (wire_stats){.sender_id = "router", .counters = counters};
-        s.stats.n_counters = (uint32_t)router_stats_fill(r, counters, WIRE_MAX_STATS);
-        wire_send_message(r->clients, raw->identity, raw->identity_bytes, &s, ZMQ_DONTWAIT, NULL);
+    case WIRE_STATS_REQ:
+        router_stats_reply(r, r->clients, raw);
         break;
-    }
     default: {
         char msg[160];
         snprintf(msg, sizeof msg, "the router's client socket takes submit, cancel and "
@@ -659,6 +654,15 @@ int router_stats_fill(router *r, wire_stat *c, int cap)
         c[n++] = (wire_stat){name, w->alive ? 1.0 : 0.0};
     }
     return n;
+}
+
+void router_stats_reply(router *r, void *socket, const wire_msg *raw)
+{
+    wire_stat counters[WIRE_MAX_STATS];
+    wire_message s = {.type = WIRE_STATS};
+    s.stats = (wire_stats){.sender_id = "router", .counters = counters};
+    s.stats.n_counters = (uint32_t)router_stats_fill(r, counters, WIRE_MAX_STATS);
+    wire_send_message(socket, raw->identity, raw->identity_bytes, &s, ZMQ_DONTWAIT, NULL);
 }
 
 void router_sessions_shutdown(router *r)

@@ -364,15 +364,9 @@ void router_control_message(router *r, const wire_msg *raw, const wire_message *
         log_warn("worker %s: %s (%s)", w >= 0 ? r->workers[w].id : "?", m->error.message,
                  wire_errc_name(m->error.code));
         break;
-    case WIRE_STATS_REQ: {
-        wire_stat counters[WIRE_MAX_STATS];
-        wire_message s = {.type = WIRE_STATS};
-        s.stats = (wire_stats){.sender_id = "router", .counters = counters};
-        s.stats.n_counters = (uint32_t)router_stats_fill(r, counters, WIRE_MAX_STATS);
-        wire_send_message(r->control, raw->identity, raw->identity_bytes, &s, ZMQ_DONTWAIT,
-                          NULL);
+    case WIRE_STATS_REQ:
+        router_stats_reply(r, r->control, raw);
         break;
-    }
     default: {
         char msg[128];
         snprintf(msg, sizeof msg, "the router's control socket takes register and heartbeat, "
