@@ -135,6 +135,22 @@ int proc_parse_long(const char *opt, const char *s, long min, long max, long *ou
     return 0;
 }
 
+int proc_parse_seed(const char *opt, const char *s, uint64_t *out, llorch_error *err)
+{
+    if (s && !strcmp(s, "-1")) {
+        *out = UINT64_MAX;
+        return 0;
+    }
+    errno = 0;
+    char *end;
+    unsigned long long v = strtoull(s ? s : "", &end, 10);
+    if (!s || end == s || *end || errno || s[0] == '-')
+        return llorch_error_set(err, "%s: '%s' is not a non-negative integer or -1", opt,
+                                s ? s : "");
+    *out = v;
+    return 0;
+}
+
 int proc_parse_float(const char *opt, const char *s, float *out, llorch_error *err)
 {
     errno = 0;

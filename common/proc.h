@@ -36,6 +36,10 @@ int proc_parse_range(const char *s, uint32_t *first, uint32_t *last, llorch_erro
 int proc_parse_long(const char *opt, const char *s, long min, long max, long *out,
                     llorch_error *err);
 
+/* Parses a sampler seed: a non-negative integer, or "-1" for UINT64_MAX (a random seed
+ * drawn at run time). Returns 0 or -1 with err naming opt. */
+int proc_parse_seed(const char *opt, const char *s, uint64_t *out, llorch_error *err);
+
 /* Parses a finite decimal number. Returns 0 or -1 with err naming opt. */
 int proc_parse_float(const char *opt, const char *s, float *out, llorch_error *err);
 

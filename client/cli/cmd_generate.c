@@ -120,18 +120,10 @@ int cmd_generate(int argc, char **argv)
         } else if (!strcmp(a, "--repeat-penalty")) {
             bad = s_parse_float(a, v, &p.sampling.repeat_penalty);
         } else if (!strcmp(a, "--seed")) {
-            if (!strcmp(v, "-1")) {
-                p.sampling.seed = SAMPLER_SEED_RANDOM;
-            } else {
-                char *end;
-                errno = 0;
-                unsigned long long seed = strtoull(v, &end, 10);
-                bad = errno || end == v || *end || v[0] == '-';
-                if (bad)
-                    fprintf(stderr, "llorch generate: --seed wants a non-negative integer or -1, "
-                                    "got '%s'\n", v);
-                p.sampling.seed = seed;
-            }
+            llorch_error err = {0};
+            bad = proc_parse_seed(a, v, &p.sampling.seed, &err);
+            if (bad)
+                fprintf(stderr, "llorch generate: %s\n", err.msg);
         } else if (!strcmp(a, "--threads") || !strcmp(a, "-t")) {
             bad = s_parse_int(a, v, 1, 256, &threads);
         } else if (!strcmp(a, "--top")) {

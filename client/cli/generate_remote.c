@@ -199,18 +199,10 @@ int cmd_generate_remote(int argc, char **argv)
         else if (!strcmp(a, "--min-p")) bad = s_float(a, v, &p.min_p);
         else if (!strcmp(a, "--repeat-penalty")) bad = s_float(a, v, &p.repeat_penalty);
         else if (!strcmp(a, "--seed")) {
-            if (!strcmp(v, "-1")) {
-                p.seed = UINT64_MAX;
-            } else {
-                char *end;
-                errno = 0;
-                unsigned long long seed = strtoull(v, &end, 10);
-                bad = errno || end == v || *end || v[0] == '-';
-                if (bad)
-                    fprintf(stderr, "llorch generate: --seed wants a non-negative integer or "
-                                    "-1, got '%s'\n", v);
-                p.seed = seed;
-            }
+            llorch_error err = {0};
+            bad = proc_parse_seed(a, v, &p.seed, &err);
+            if (bad)
+                fprintf(stderr, "llorch generate: %s\n", err.msg);
         } else if (!strcmp(a, "--threads") || !strcmp(a, "-t")) bad = s_long(a, v, 1, 256, &threads);
         else if (!strcmp(a, "--top")) bad = s_long(a, v, 0, 32, &top);
         else if (!strcmp(a, "--timeout-ms")) bad = s_long(a, v, 0, 1L << 30, &timeout_ms);
