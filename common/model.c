@@ -247,6 +247,12 @@ model *model_open(const char *path, llorch_error *err)
     }
     m->tensors = m->file->tensors;
     m->n_tensors = m->file->n_tensors;
+    if (m->n_tensors == 0) {
+        llorch_error_set(err, "%s has no tensors: a vocabulary-only file cannot generate "
+                              "(tokenize and inspect read it)", path);
+        model_free(&m);
+        return NULL;
+    }
     model_weights check;
     if (model_config_from_gguf(m->file, &m->config, err) < 0 ||
         model_weights_bind(&check, &m->config, m->tensors, m->n_tensors, 0, m->config.n_layers,

@@ -497,6 +497,15 @@ static void s_trace(void *user, const stage_trace_tensor *t)
         memcpy(log->logits_copy, t->data + (t->ne[1] - 1) * 50, sizeof log->logits_copy);
 }
 
+static void test_vocabulary_only_file_is_refused_clearly(void **state)
+{
+    (void)state;
+    llorch_error err = {0};
+    model *m = model_open(test_shared_path("vocab/ggml-vocab-llama-spm.gguf"), &err);
+    assert_null(m);
+    assert_non_null(strstr(err.msg, "has no tensors"));
+}
+
 static void test_trace_hook_sees_named_tensors(void **state)
 {
     (void)state;
@@ -529,6 +538,7 @@ int main(void)
         cmocka_unit_test(test_bad_rows_are_refused_and_change_nothing),
         cmocka_unit_test(test_missing_or_misshapen_tensors_are_named),
         cmocka_unit_test(test_trace_hook_sees_named_tensors),
+        cmocka_unit_test(test_vocabulary_only_file_is_refused_clearly),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
