@@ -114,18 +114,21 @@ int kv_cache_reserve(kv_cache *c, const uint64_t *seq_ids, const int32_t *pos_en
             blocks_released += have - want;
         new_seqs += slot < 0;
     }
-    if (new_seqs > free_slots)
-        return llorch_error_set(err, "kv cache holds at most %d sequences and %d are in use; "
-                                     "free finished sequences first",
-                                c->max_seqs, c->max_seqs - free_slots);
+    if (new_seqs > free_slots) {
+        llorch_error_set(err, "kv cache holds at most %d sequences and %d are in use; "
+                              "free finished sequences first",
+                         c->max_seqs, c->max_seqs - free_slots);
+        return LLORCH_ERR_NO_MEMORY;
+    }
     if (blocks_needed > c->n_free + blocks_released) {
         const size_t need = (size_t)blocks_needed * c->block_bytes;
-        return llorch_error_set(err, "kv cache budget exhausted: sequence %llu%s needs %zu more "
-                                     "bytes (%lld blocks of %d positions), %d of %d blocks free "
-                                     "(budget %zu bytes); free sequences or raise the budget",
-                                (unsigned long long)seq_ids[0], n > 1 ? " and others" : "",
-                                need, (long long)blocks_needed, KV_BLOCK_POSITIONS, c->n_free,
-                                c->n_blocks, (size_t)c->n_blocks * c->block_bytes);
+        llorch_error_set(err, "kv cache budget exhausted: sequence %llu%s needs %zu more "
+                              "bytes (%lld blocks of %d positions), %d of %d blocks free "
+                              "(budget %zu bytes); free sequences or raise the budget",
+                         (unsigned long long)seq_ids[0], n > 1 ? " and others" : "", need,
+                         (long long)blocks_needed, KV_BLOCK_POSITIONS, c->n_free, c->n_blocks,
+                         (size_t)c->n_blocks * c->block_bytes);
+        return LLORCH_ERR_NO_MEMORY;
     }
     /* Second pass: shrink first (freeing blocks), then grow. */
     for (int pass = 0; pass < 2; pass++) {

@@ -59,10 +59,10 @@ int32_t kv_cache_seq_len(const kv_cache *c, uint64_t seq_id);
 
 /* All or nothing: makes each sequence seq_ids[i] hold exactly positions
  * [0, pos_end[i]) (creating it when new; a shorter pos_end drops the positions after
- * it), and writes its slot to slots[i]. Fails with -1 and err, changing nothing, when
- * a pos_end exceeds n_ctx, there are more new sequences than free slots, or the pool
- * lacks the blocks (the message names the sequence and the budget). seq_ids must be
- * distinct. Does not allocate. */
+ * it), and writes its slot to slots[i]. Returns 0; on failure err is set and nothing
+ * changes: LLORCH_ERR_NO_MEMORY when there are more new sequences than free slots or
+ * the pool lacks the blocks (the message names the sequence and the budget), -1 when a
+ * pos_end exceeds n_ctx. seq_ids must be distinct. Does not allocate. */
 int kv_cache_reserve(kv_cache *c, const uint64_t *seq_ids, const int32_t *pos_end, int n,
                      int *slots, llorch_error *err);
 

@@ -480,7 +480,7 @@ static int s_forward_chunk(stage *s, const stage_row *rows, int n, const float *
 /* ---- the batch -------------------------------------------------------------------- */
 
 /* Checks tokens and positions and reserves the KV cache for the whole batch (all or
- * nothing). */
+ * nothing). 0, -1, or LLORCH_ERR_NO_MEMORY when the cache cannot hold the batch. */
 static int s_prepare_batch(stage *s, const stage_row *rows, int n_rows, llorch_error *err)
 {
     int n_seqs = 0;
@@ -553,8 +553,9 @@ int stage_forward(stage *s, const stage_row *rows, int n_rows, const float *in_h
     if (!s->is_first && !in_hidden)
         return llorch_error_set(err, "stage [%u, %u) needs hidden states as input", s->w.first,
                                 s->w.last);
-    if (s_prepare_batch(s, rows, n_rows, err) < 0)
-        return -1;
+    const int prepared = s_prepare_batch(s, rows, n_rows, err);
+    if (prepared < 0)
+        return prepared; /* -1, or LLORCH_ERR_NO_MEMORY from the KV cache */
     int n_out = 0;
     for (int begin = 0; begin < n_rows; begin += s->max_rows) {
         const int n = n_rows - begin < s->max_rows ? n_rows - begin : s->max_rows;

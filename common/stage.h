@@ -70,10 +70,12 @@ void stage_free(stage **s);
  *              embedded).
  *   out:       when last < n_layers, n_rows x dim hidden states; else n_out x vocab_size
  *              logits, one row per row with want_logits, in batch order.
- * Returns n_out (the rows written to out), or -1 with err, the cache unchanged, when a
+ * Returns n_out (the rows written to out). On failure err is set and the cache is
+ * unchanged: LLORCH_ERR_NO_MEMORY when the KV cache cannot hold the batch (its budget's
+ * blocks or its max_seqs slots are taken; the message names the sequence), -1 when a
  * token is out of range, positions do not follow each other, a position passes n_ctx
- * or the KV budget cannot hold the batch (the message names the sequence). Allocates
- * nothing unless a trace hook is set. */
+ * or the batch has more than max_seqs sequences. Allocates nothing unless a trace hook
+ * is set. */
 int stage_forward(stage *s, const stage_row *rows, int n_rows, const float *in_hidden, float *out,
                   llorch_error *err);
 

@@ -349,9 +349,8 @@ int worker_handle(worker_hops *h, stage *s, const worker_weights *w, const wire_
     int n_out = stage_forward(s, h->rows, (int)f->n_rows, f->hidden, h->out, &err);
     if (n_out < 0) {
         /* The stage changed nothing; the router decides what becomes of the sessions. */
-        const uint32_t code = strstr(err.msg, "kv cache") ? WIRE_ERR_NO_MEMORY : WIRE_ERR_INVALID;
         snprintf(msg, sizeof msg, "worker %s [%u, %u): %s", c->id, c->first, c->last, err.msg);
-        s_fail(h, f, code, s_error_session(err.msg, f), msg, shared);
+        s_fail(h, f, worker_stage_error_code(n_out), s_error_session(err.msg, f), msg, shared);
         return 0;
     }
     atomic_fetch_add(&shared->batches, 1);

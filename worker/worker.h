@@ -113,6 +113,15 @@ void worker_hops_check_monitors(worker_hops *h);
 int worker_handle(worker_hops *h, stage *s, const worker_weights *w, const wire_message *m,
                   worker_shared *shared);
 
+/* The wire error code for a failed stage_forward, from its return value: the KV cache's
+ * LLORCH_ERR_NO_MEMORY is WIRE_ERR_NO_MEMORY (the router may retry the session later or
+ * tell its client), any other failure WIRE_ERR_INVALID (the rows make no sense here).
+ * Decided by the value alone: the message's wording may change freely. */
+static inline uint32_t worker_stage_error_code(int stage_rc)
+{
+    return stage_rc == LLORCH_ERR_NO_MEMORY ? WIRE_ERR_NO_MEMORY : WIRE_ERR_INVALID;
+}
+
 /* Forgets a session: frees its KV cache. */
 void worker_session_free(worker_hops *h, stage *s, uint64_t session_id, worker_shared *shared);
 

@@ -403,7 +403,9 @@ static void test_kv_budget_overflow_is_an_error_not_an_abort(void **state)
     for (int i = 0; i < 3; i++)
         rows[i] = (stage_row){.seq_id = 2, .pos = i, .token = 4, .want_logits = true};
     llorch_error err = {0};
-    assert_int_equal(stage_forward(s, rows, 3, NULL, out, &err), -1);
+    /* A full budget is its own kind of failure, not a bad batch: the caller (a worker)
+     * answers no_memory on the value, whatever the message says. */
+    assert_int_equal(stage_forward(s, rows, 3, NULL, out, &err), LLORCH_ERR_NO_MEMORY);
     assert_non_null(strstr(err.msg, "budget"));
     assert_non_null(strstr(err.msg, "sequence 2"));
     assert_int_equal(stage_seq_len(s, 2), 0);  /* nothing reserved */
@@ -417,6 +419,33 @@ static void test_kv_budget_overflow_is_an_error_not_an_abort(void **state)
     assert_non_null(strstr(err.msg, "does not hold one block"));
     stage_free(&s);
     free(out);
+    s_toy_free(t);
+}
+
+static void test_full_sequence_slots_are_no_memory_too_many_in_a_batch_is_not(void **state)
+{
+    (void)state;
+    toy_model *t = s_toy_new(TENSOR_F32, 2, 8, 0, 6);
+    stage_opts opts = {.threads = 1, .max_batch_rows = 8, .max_seqs = 2};
+    llorch_error err = {0};
+    stage *s = stage_new(t->m, 0, 3, &opts, &err);
+    if (!s)
+        fail_msg("stage_new: %s", err.msg);
+    float out[8 * 50];
+    stage_row one = {1, 0, 2, true}, two = {2, 0, 3, true}, three = {3, 0, 4, true};
+    assert_int_equal(stage_forward(s, &one, 1, NULL, out, &err), 1);
+    assert_int_equal(stage_forward(s, &two, 1, NULL, out, &err), 1);
+    /* Both slots hold a sequence: a third one is a full cache (retry after a free). */
+    assert_int_equal(stage_forward(s, &three, 1, NULL, out, &err), LLORCH_ERR_NO_MEMORY);
+    assert_non_null(strstr(err.msg, "at most 2 sequences"));
+    assert_int_equal(stage_seq_len(s, 3), 0);
+    assert_int_equal(stage_free_seq(s, 1), 1);
+    assert_int_equal(stage_forward(s, &three, 1, NULL, out, &err), 1);
+    /* One batch of more sequences than the stage ever holds is a bad batch: -1. */
+    stage_row many[3] = {{4, 0, 2, true}, {5, 0, 2, true}, {6, 0, 2, true}};
+    assert_int_equal(stage_forward(s, many, 3, NULL, out, &err), -1);
+    assert_non_null(strstr(err.msg, "more than 2 sequences"));
+    stage_free(&s);
     s_toy_free(t);
 }
 
@@ -535,6 +564,7 @@ int main(void)
         cmocka_unit_test(test_layer_split_equals_one_stage),
         cmocka_unit_test(test_batches_larger_than_scratch_run_in_chunks),
         cmocka_unit_test(test_kv_budget_overflow_is_an_error_not_an_abort),
+        cmocka_unit_test(test_full_sequence_slots_are_no_memory_too_many_in_a_batch_is_not),
         cmocka_unit_test(test_bad_rows_are_refused_and_change_nothing),
         cmocka_unit_test(test_missing_or_misshapen_tensors_are_named),
         cmocka_unit_test(test_trace_hook_sees_named_tensors),

@@ -1,12 +1,15 @@
 /* test_worker.c - llorch-loader and llorch-worker as real processes on stories260K, driven by
  * a stand-in router: logits equal the in-process stage's for one worker, two chained workers
  * and a fetching worker; tampered chunks are refused; a session over the KV budget gets
- * ERROR no_memory; malformed frames, a lost router and a lost next hop are survived; SIGTERM
- * leaves no segment and no process behind. */
+ * ERROR no_memory (chosen by the stage's return value, never its message); malformed frames,
+ * a lost router and a lost next hop are survived; SIGTERM leaves no segment and no process
+ * behind. */
 #include "proc_test.h"
 
 #include <math.h>
 
+#include "../../worker/worker.h"
+#include "kv_cache.h"
 #include "model.h"
 #include "stage.h"
 
@@ -316,6 +319,52 @@ static void test_kv_budget_refusal_is_an_error_reply(void **state)
     assert_true(pt_alive(F.workers[0]));
 }
 
+/* The worker's ERROR code comes from stage_forward's return value. Real stage failures on
+ * stories260K: a full KV budget and full sequence slots are no_memory, bad rows invalid. A
+ * message that mentions the kv cache does not make a failure no_memory, and a no_memory
+ * failure needs no such words: text matching would fail here. */
+static void test_stage_failure_kind_picks_the_wire_code(void **state)
+{
+    (void)state;
+    assert_int_equal(worker_stage_error_code(LLORCH_ERR_NO_MEMORY), WIRE_ERR_NO_MEMORY);
+    assert_int_equal(worker_stage_error_code(-1), WIRE_ERR_INVALID);
+    llorch_error err;
+    int rc = llorch_error_set(&err, "sequence 7: kv cache position %d follows nothing", 9);
+    assert_int_equal(worker_stage_error_code(rc), WIRE_ERR_INVALID);
+
+    stage *ref = s_ref_stage(); /* opens the model */
+    stage_free(&ref);
+    const size_t block = kv_cache_bytes_per_position(N_LAYERS,
+                                                     (int)s_ref_model->config.kv_dim) *
+                         KV_BLOCK_POSITIONS;
+    stage_opts o = {.threads = 1, .max_batch_rows = 64, .max_seqs = 2,
+                    .kv_budget_bytes = 2 * block};
+    stage *s = stage_new(s_ref_model, 0, N_LAYERS, &o, &err);
+    if (!s)
+        fail_msg("%s", err.msg);
+    static float out[64 * VOCAB];
+    stage_row rows[40];
+    for (int i = 0; i < 40; i++)
+        rows[i] = (stage_row){.seq_id = 1, .pos = i, .token = 10 + i, .want_logits = i == 39};
+    rc = stage_forward(s, rows, 40, NULL, out, &err); /* 2 blocks: the whole budget */
+    assert_int_equal(rc, 1);
+    stage_row next = {.seq_id = 2, .pos = 0, .token = 1, .want_logits = true};
+    rc = stage_forward(s, &next, 1, NULL, out, &err);
+    assert_int_equal(worker_stage_error_code(rc), WIRE_ERR_NO_MEMORY);
+    assert_int_equal(stage_free_seq(s, 1), 1);
+    stage_row a = {3, 0, 1, true}, b = {4, 0, 1, true}, c = {5, 0, 1, true};
+    assert_int_equal(stage_forward(s, &a, 1, NULL, out, &err), 1);
+    assert_int_equal(stage_forward(s, &b, 1, NULL, out, &err), 1);
+    rc = stage_forward(s, &c, 1, NULL, out, &err); /* both sequence slots taken */
+    assert_int_equal(worker_stage_error_code(rc), WIRE_ERR_NO_MEMORY);
+    stage_row bad_token = {3, 1, VOCAB + 5, true}, gap = {3, 9, 1, true};
+    rc = stage_forward(s, &bad_token, 1, NULL, out, &err);
+    assert_int_equal(worker_stage_error_code(rc), WIRE_ERR_INVALID);
+    rc = stage_forward(s, &gap, 1, NULL, out, &err);
+    assert_int_equal(worker_stage_error_code(rc), WIRE_ERR_INVALID);
+    stage_free(&s);
+}
+
 static void test_malformed_frames_never_crash_the_worker(void **state)
 {
     (void)state;
@@ -404,6 +453,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_tampered_chunk_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kv_budget_refusal_is_an_error_reply, setup,
                                         teardown),
+        cmocka_unit_test(test_stage_failure_kind_picks_the_wire_code),
         cmocka_unit_test_setup_teardown(test_malformed_frames_never_crash_the_worker, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_lost_router_is_logged_and_registration_repeated,
