@@ -15,13 +15,15 @@
 typedef struct generator {
     model *m;
     tokenizer *tok;
-    double load_ms; /* time to open, validate and bind the file */
+    double load_ms; /* time to open, validate and bind the file (and place the weights) */
 } generator;
 
 /* Opens the GGUF file at path (model_open + tokenizer_from_gguf) and checks that the
- * vocabulary matches the embedding. NULL with err on any problem. Free with
- * generator_free. */
-generator *generator_open(const char *path, llorch_error *err);
+ * vocabulary matches the embedding. With place_weights the weights are copied onto
+ * huge pages (model_place_weights: faster generation, a slower start; when the memory
+ * cannot be had a warning is logged and they are read from the mapped file). NULL with
+ * err on any problem. Free with generator_free. */
+generator *generator_open(const char *path, bool place_weights, llorch_error *err);
 
 /* Frees the model and tokenizer; sets *g to NULL. Safe on NULL. */
 void generator_free(generator **g);

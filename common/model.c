@@ -1,11 +1,18 @@
 /* model.c - Llama configuration from GGUF metadata and weight binding by tensor name. */
 #include "model.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "hugemem.h"
 
 /* An optional u32 key: *out keeps its default when the key is absent. */
 static int s_get_u32_opt(const gguf_file *f, const char *key, uint32_t *out, llorch_error *err)
@@ -279,10 +286,79 @@ model *model_from_tensors(const model_config *cfg, const gguf_tensor *tensors, s
     return m;
 }
 
+/* Bytes read per call. */
+#define PLACE_STEP_BYTES ((size_t)64 << 20)
+
+/* Reads n bytes at `offset` of fd into dst. Returns 0, or -1 with errno. */
+static int s_pread_all(int fd, uint8_t *dst, size_t n, uint64_t offset)
+{
+    for (size_t got = 0; got < n;) {
+        const size_t want = n - got < PLACE_STEP_BYTES ? n - got : PLACE_STEP_BYTES;
+        const ssize_t r = pread(fd, dst + got, want, (off_t)(offset + got));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            if (r == 0)
+                errno = EIO; /* the file shrank */
+            return -1;
+        }
+        got += (size_t)r;
+    }
+    return 0;
+}
+
+int model_place_weights(model *m, llorch_error *err)
+{
+    if (m->placed)
+        return 0;
+    size_t total = 0;
+    for (size_t i = 0; i < m->n_tensors; i++)
+        total += ((size_t)m->tensors[i].n_bytes + 63) & ~(size_t)63;
+    if (total == 0)
+        return 0;
+    gguf_tensor *placed = malloc(m->n_tensors * sizeof *placed);
+    if (!placed)
+        return llorch_error_set(err, "out of memory for the tensor table");
+    uint8_t *arena = hugemem_alloc(total, err);
+    if (!arena) {
+        free(placed);
+        return -1;
+    }
+    /* From the file with pread (the kernel copies from the page cache; the mapping's
+     * pages are never touched, so they do not count in this process), else (a model in
+     * a buffer, or a file that changed) from the mapping. */
+    const gguf_file *f = m->file;
+    int fd = f && f->map ? open(f->path, O_RDONLY | O_CLOEXEC) : -1;
+    struct stat st;
+    if (fd >= 0 && (fstat(fd, &st) != 0 || (uint64_t)st.st_size != f->size)) {
+        close(fd);
+        fd = -1;
+    }
+    size_t at = 0;
+    for (size_t i = 0; i < m->n_tensors; i++) {
+        placed[i] = m->tensors[i];
+        const size_t n = (size_t)m->tensors[i].n_bytes;
+        const uint8_t *src = m->tensors[i].data;
+        if (fd < 0 || s_pread_all(fd, arena + at, n, (uint64_t)(src - f->base)) < 0)
+            memcpy(arena + at, src, n);
+        placed[i].data = arena + at;
+        at += (n + 63) & ~(size_t)63;
+    }
+    if (fd >= 0)
+        close(fd);
+    m->placed = placed;
+    m->arena = arena;
+    m->arena_bytes = total;
+    m->tensors = placed;
+    return 0;
+}
+
 void model_free(model **pm)
 {
     if (!pm || !*pm)
         return;
+    hugemem_unmap((*pm)->arena, (*pm)->arena_bytes);
+    free((*pm)->placed);
     gguf_close(&(*pm)->file);
     free(*pm);
     *pm = NULL;

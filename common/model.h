@@ -80,6 +80,10 @@ typedef struct model {
     const gguf_tensor *tensors; /* (n_tensors) */
     size_t n_tensors;
     gguf_file *file; /* owned when opened from a path, else NULL */
+    /* after model_place_weights: the records, their data in `arena` */
+    gguf_tensor *placed;
+    void *arena;
+    size_t arena_bytes;
 } model;
 
 /* Opens a GGUF file, reads its configuration and checks every tensor of every layer
@@ -93,6 +97,14 @@ model *model_open(const char *path, llorch_error *err);
  * NULL only when out of memory. Free with model_free (which leaves the records). */
 model *model_from_tensors(const model_config *cfg, const gguf_tensor *tensors, size_t n_tensors,
                           llorch_error *err);
+
+/* Copies the bytes of every tensor from the mapped file into memory of the process's own
+ * on 2 MiB pages (hugemem.h) and points m->tensors at the copies, so that a stage
+ * streams its weights through huge pages instead of the page cache's 4 KiB ones (the
+ * file's pages are dropped from this process as they are copied: its resident size
+ * stays the model's). Call before stage_new. Returns 0, or -1 with err when the memory
+ * cannot be had; the model then still reads from the mapping and works as before. */
+int model_place_weights(model *m, llorch_error *err);
 
 /* Frees the model (and closes its file when it owns one); sets *m to NULL. */
 void model_free(model **m);

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "gguf.h"
+#include "hugemem.h"
 #include "log.h"
 #include "model.h"
 #include "proc.h"
@@ -205,6 +206,37 @@ static int s_digest(loader_model *lm, const gguf_file *f, bool verbose, llorch_e
     return 0;
 }
 
+/* Moves the segment onto 2 MiB pages (hugemem.h), where the kernel allows it: workers
+ * that map it then stream their weights through huge pages. The kernel copies the data
+ * (about as long as the copy pass), a piece at a time so that a stop signal is seen. */
+static void s_collapse(loader_model *lm, bool verbose)
+{
+    const size_t piece = (size_t)256 << 20;
+    const int64_t t0 = proc_now_ms();
+    int64_t last = t0;
+    size_t done = 0, huge = 0;
+    while (done < lm->segment_bytes && !proc_stop_signal()) {
+        const size_t n = lm->segment_bytes - done < piece ? lm->segment_bytes - done : piece;
+        const size_t got = hugemem_collapse((uint8_t *)lm->segment + done, n);
+        huge += got;
+        done += n;
+        if (got == 0 && n >= 2 * HUGEMEM_PAGE)
+            break; /* this kernel (or its shmem_enabled=deny) will not */
+        const int64_t now = proc_now_ms();
+        if (verbose && now - last >= 1000) {
+            last = now;
+            log_info("huge pages: %3d%% %.1f of %.1f MB", (int)(100.0 * done / lm->segment_bytes),
+                     done / 1e6, lm->segment_bytes / 1e6);
+        }
+    }
+    if (huge > 0)
+        log_info("segment %s: %.1f of %.1f MB on 2 MiB pages (%.1f s)", lm->segment_name,
+                 huge / 1e6, lm->segment_bytes / 1e6, (proc_now_ms() - t0) / 1000.0);
+    else if (lm->segment_bytes >= 2 * HUGEMEM_PAGE)
+        log_info("segment %s stays on 4 KiB pages: the kernel does not collapse shared memory "
+                 "(MADV_COLLAPSE needs Linux 6.1)", lm->segment_name);
+}
+
 /* Creates the segment (exclusively) and copies the tensors to their offsets. */
 static int s_segment(loader_model *lm, const gguf_file *f, const loader_options *o,
                      bool verbose, llorch_error *err)
@@ -237,12 +269,13 @@ static int s_segment(loader_model *lm, const gguf_file *f, const loader_options 
         return -1;
     }
     /* The loader only reads the segment from now on (to serve chunks). */
-    void *map = mmap(NULL, lm->segment_bytes, PROT_READ, MAP_SHARED, fd, 0);
+    void *map = hugemem_map(fd, lm->segment_bytes, PROT_READ);
     close(fd);
-    if (map == MAP_FAILED)
+    if (!map)
         return llorch_error_set(err, "cannot map segment %s: %s", lm->segment_name,
                                 strerror(errno));
     lm->segment = map;
+    s_collapse(lm, verbose);
     return 0;
 }
 
@@ -342,7 +375,7 @@ void loader_model_free(loader_model **plm)
         return;
     loader_model *lm = *plm;
     if (lm->segment)
-        munmap((void *)lm->segment, lm->segment_bytes);
+        hugemem_unmap((void *)lm->segment, lm->segment_bytes);
     if (lm->segment_owned && shm_unlink(lm->segment_name) != 0)
         log_warn("cannot remove segment %s: %s", lm->segment_name, strerror(errno));
     wire_msg_free(&lm->manifest_msg);

@@ -14,6 +14,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "hugemem.h"
 #include "log.h"
 #include "proc.h"
 
@@ -112,9 +113,10 @@ static int s_map_segment(worker_weights *w, const wire_manifest *mf, llorch_erro
         return llorch_error_set(err, "segment %s holds %lld bytes, the manifest says %" PRIu64,
                                 mf->segment_name, (long long)st.st_size, mf->segment_bytes);
     }
-    void *map = mmap(NULL, mf->segment_bytes, PROT_READ, MAP_SHARED, fd, 0);
+    /* 2 MiB-aligned: the loader's huge pages are mapped as such */
+    void *map = hugemem_map(fd, mf->segment_bytes, PROT_READ);
     close(fd);
-    if (map == MAP_FAILED)
+    if (!map)
         return llorch_error_set(err, "cannot map segment %s: %s", mf->segment_name,
                                 strerror(errno));
     w->map = map;
@@ -144,12 +146,13 @@ static int s_fetch(worker_weights *w, void *sock, const uint32_t *index,
         n_reqs += (w->records[i].n_bytes + WORKER_CHUNK_BYTES - 1) / WORKER_CHUNK_BYTES;
     }
     fetch_req *reqs = calloc(n_reqs ? n_reqs : 1, sizeof *reqs);
-    void *buf = mmap(NULL, total ? total : 1, PROT_READ | PROT_WRITE,
-                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (!reqs || buf == MAP_FAILED) {
+    void *buf = reqs ? hugemem_alloc(total ? total : 1, err) : NULL;
+    if (!buf) {
+        const bool no_table = !reqs;
         free(offsets);
         free(reqs);
-        return llorch_error_set(err, "out of memory for %" PRIu64 " bytes of weights", total);
+        return no_table ? llorch_error_set(err, "out of memory for the fetch table")
+                        : llorch_error_prefix(err, "%.1f MB of weights", total / 1e6);
     }
     w->map = buf;
     w->map_bytes = total ? total : 1;
@@ -392,7 +395,7 @@ void worker_weights_free(worker_weights *w)
 {
     model_free(&w->m);
     if (w->map)
-        munmap(w->map, w->map_bytes);
+        hugemem_unmap(w->map, w->map_bytes);
     free(w->records);
     free(w->names);
     memset(w, 0, sizeof *w);

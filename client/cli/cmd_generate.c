@@ -33,6 +33,9 @@ static void s_usage(FILE *out)
             "                          prompt_tokens, tokens, text, stop_reason, timings\n"
             "                          {prompt_tokens_per_s, gen_tokens_per_s, load_ms}, top\n"
             "      --in-process        run the model in this process (the default)\n"
+            "      --mmap              read the weights from the mapped file instead of copying\n"
+            "                          them onto 2 MiB pages first: starts faster, generates\n"
+            "                          slower\n"
             "      --ignore-eos        do not stop at the end-of-sequence token: always make\n"
             "                          N tokens (benchmarks)\n"
             "  -h, --help              this help\n"
@@ -74,7 +77,7 @@ int cmd_generate(int argc, char **argv)
     if (generate_remote_wanted(argc, argv))
         return cmd_generate_remote(argc, argv);
     const char *model_path = NULL, *prompt = NULL;
-    bool json = false;
+    bool json = false, use_mmap = false;
     long n_predict = 128, top = 0, threads = sysconf(_SC_NPROCESSORS_ONLN);
     if (threads < 1)
         threads = 1;
@@ -90,6 +93,9 @@ int cmd_generate(int argc, char **argv)
             json = true;
             continue;
         } else if (!strcmp(a, "--in-process")) {
+            continue;
+        } else if (!strcmp(a, "--mmap")) {
+            use_mmap = true;
             continue;
         } else if (!strcmp(a, "--ignore-eos")) {
             p.ignore_eos = true;
@@ -152,7 +158,7 @@ int cmd_generate(int argc, char **argv)
     p.threads = (int)threads;
     p.top_k_probs = (int)top;
 
-    generator *g = generator_open(model_path, &err);
+    generator *g = generator_open(model_path, !use_mmap, &err);
     if (!g) {
         fprintf(stderr, "llorch generate: %s\n", err.msg);
         return 1;
