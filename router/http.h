@@ -2,12 +2,14 @@
 #ifndef LLORCH_HTTP_H
 #define LLORCH_HTTP_H
 
-/* The HTTP server is a module of llorch-router that reaches the router through its own
- * client endpoint with libllorch, like any other client: one llorch_client per request
- * in flight (pooled). It tokenizes prompts itself with the router's tokenizer (so that
- * prompt limits, usage and the chat template's <s>/</s> are exact) and submits token
- * ids. Serves POST /v1/completions, POST /v1/chat/completions (JSON or Server-Sent
- * Events), GET /v1/models, GET /health, GET /metrics. docs/http.md is the reference. */
+/* The HTTP server is a module of llorch-router that reaches the router core with
+ * libllorch, one llorch_client per request in flight (pooled), on a private ipc endpoint
+ * the router binds on its clients socket without CURVE: in the same process there is no
+ * key to check, and the --clients endpoint may be anything (tcp:// with CURVE too). It
+ * tokenizes prompts itself with the router's tokenizer (so that prompt limits, usage and
+ * the chat template's <s>/</s> are exact) and submits token ids. Serves POST
+ * /v1/completions, POST /v1/chat/completions (JSON or Server-Sent Events), GET /v1/models,
+ * GET /health, GET /metrics. docs/http.md is the reference. */
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -47,21 +49,28 @@ void http_config_usage(FILE *out);
 
 typedef struct http_server http_server;
 
-/* Starts serving c->listen (binding now, so a busy port fails here). router_endpoint is
- * the router's --clients endpoint (a wildcard tcp address is reached on 127.0.0.1). Until
- * http_server_set_model runs, /health and generation answer 503. Loads the API keys.
- * Returns the server, or NULL with err. */
-http_server *http_server_start(const http_config *c, const char *router_endpoint,
-                               llorch_error *err);
+/* Starts serving c->listen (binding now, so a busy port fails here) and makes the
+ * private folder /tmp/llorch-router-<pid>-XXXXXX (mode 0700: only this user may connect
+ * there) for the endpoint http_server_router_endpoint names. Until http_server_set_model
+ * runs, /health and generation answer 503. Loads the API keys. Returns the server, or
+ * NULL with err. */
+http_server *http_server_start(const http_config *c, llorch_error *err);
+
+/* The endpoint ("ipc://...") the router binds on its clients socket for the HTTP server,
+ * before it sets CURVE on that socket: a bind keeps the socket's security as it was then,
+ * so the HTTP server's clients need no keys whatever --clients uses. NULL when s is NULL.
+ * Valid until http_server_stop. */
+const char *http_server_router_endpoint(const http_server *s);
 
 /* Makes the model servable: its id (the manifest's model_id), the tokenizer (borrowed:
  * it must outlive the server and never change) and its context length. Call once. */
 void http_server_set_model(http_server *s, const char *model_id, const tokenizer *tok,
                            uint32_t n_ctx);
 
-/* Stops accepting, cancels every request in flight, closes the listening socket and
- * frees the server; sets *s to NULL. Safe on NULL. Requests whose router never answers
- * (the router loop has ended) are abandoned, not waited for, after a short grace. */
+/* Stops accepting, cancels every request in flight, closes the listening socket, removes
+ * the private folder and frees the server; sets *s to NULL. Safe on NULL. Requests whose
+ * router never answers (the router loop has ended) are abandoned, not waited for, after a
+ * short grace. */
 void http_server_stop(http_server **s);
 
 #endif

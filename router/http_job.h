@@ -42,7 +42,8 @@ typedef struct http_job {
 struct http_server {
     http_config cfg;
     struct MHD_Daemon *mhd;
-    char endpoint[320];          /* the router's client endpoint */
+    char endpoint[320];          /* "ipc://<dir>/http": the router's clients socket, plain */
+    char dir[64];                /* its private folder (mode 0700), removed at stop */
     http_keys keys;
     http_metrics metrics;
     long long started;           /* unix seconds, for /v1/models */

@@ -1,5 +1,6 @@
 /* http_server.c - libmicrohttpd serving the OpenAI-compatible API, /health and /metrics. */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <poll.h>
@@ -9,6 +10,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "http_job.h"
 #include "log.h"
@@ -647,8 +649,40 @@ static int s_listen_addr(const char *listen, struct sockaddr_storage *sa, bool *
     return 0;
 }
 
-http_server *http_server_start(const http_config *cfg, const char *router_endpoint,
-                               llorch_error *err)
+/* The private folder and the endpoint in it. 0, or -1 with err. */
+static int s_private_endpoint(http_server *srv, llorch_error *err)
+{
+    snprintf(srv->dir, sizeof srv->dir, "/tmp/llorch-router-%ld-XXXXXX", (long)getpid());
+    if (!mkdtemp(srv->dir)) {
+        int e = errno;
+        srv->dir[0] = '\0';
+        return llorch_error_set(err, "cannot make a private folder in /tmp for the HTTP "
+                                "server's path to the router: %s", strerror(e));
+    }
+    snprintf(srv->endpoint, sizeof srv->endpoint, "ipc://%s/http", srv->dir);
+    return 0;
+}
+
+/* Removes the endpoint's socket file (the router's socket may still be bound: it serves
+ * the clients it has, and nobody can connect anew) and the folder. */
+static void s_private_remove(http_server *srv)
+{
+    if (!srv->dir[0])
+        return;
+    char path[sizeof srv->dir + 8];
+    snprintf(path, sizeof path, "%s/http", srv->dir);
+    unlink(path);
+    if (rmdir(srv->dir) != 0 && errno != ENOENT)
+        log_warn("http: cannot remove %s: %s", srv->dir, strerror(errno));
+    srv->dir[0] = '\0';
+}
+
+const char *http_server_router_endpoint(const http_server *srv)
+{
+    return srv ? srv->endpoint : NULL;
+}
+
+http_server *http_server_start(const http_config *cfg, llorch_error *err)
 {
     struct sockaddr_storage sa;
     bool v6;
@@ -666,20 +700,12 @@ http_server *http_server_start(const http_config *cfg, const char *router_endpoi
     }
     srv->cfg = *cfg;
     srv->started = (long long)time(NULL);
-    /* A wildcard bind is reached on the loopback address. */
-    const char *star = strstr(router_endpoint, "://*:");
-    const char *any = strstr(router_endpoint, "://0.0.0.0:");
-    if (star || any)
-        snprintf(srv->endpoint, sizeof srv->endpoint, "%.*s://127.0.0.1:%s",
-                 (int)((star ? star : any) - router_endpoint), router_endpoint,
-                 strrchr(router_endpoint, ':') + 1);
-    else
-        snprintf(srv->endpoint, sizeof srv->endpoint, "%s", router_endpoint);
     pthread_mutex_init(&srv->mu, NULL);
     pthread_cond_init(&srv->cond, NULL);
     pthread_mutex_init(&srv->stats_mu, NULL);
     http_metrics_init(&srv->metrics);
-    if (cfg->api_key_file[0] && http_keys_load(&srv->keys, cfg->api_key_file, err) != 0) {
+    if ((cfg->api_key_file[0] && http_keys_load(&srv->keys, cfg->api_key_file, err) != 0) ||
+        s_private_endpoint(srv, err) != 0) {
         http_server_stop(&srv);
         return NULL;
     }
@@ -700,6 +726,7 @@ http_server *http_server_start(const http_config *cfg, const char *router_endpoi
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(srv->mhd, MHD_DAEMON_INFO_BIND_PORT);
     log_info("http: serving the OpenAI API on %s (port %u)%s", cfg->listen,
              di ? di->port : 0, srv->keys.n ? ", API keys required" : "");
+    log_debug("http: reaches the router on %s", srv->endpoint);
     return srv;
 }
 
@@ -742,6 +769,7 @@ void http_server_stop(http_server **ps)
     free(jobs);
     if (srv->mhd)
         MHD_stop_daemon(srv->mhd);
+    s_private_remove(srv);
     /* Job threads end once the router answers their cancel; if it no longer runs they
      * never do, and the server is left to the process's exit. */
     const double until = http_now_ms() + 300;

@@ -131,8 +131,20 @@ static int s_parse(int argc, char **argv, router_opts *o)
     return 0;
 }
 
-/* A bound socket of the given type with limits, CURVE server set-up on tcp://. */
-static void *s_bind(router *r, int type, const char *ep, const char *what, llorch_error *err)
+/* zmq_bind with the message for err. 0, or -1 with err. */
+static int s_bind_endpoint(void *s, const char *ep, const char *what, llorch_error *err)
+{
+    if (zmq_bind(s, ep) != 0)
+        return llorch_error_set(err, "cannot bind the %s socket to %s: %s", what, ep,
+                                zmq_strerror(errno));
+    return 0;
+}
+
+/* A bound socket of the given type with limits, CURVE server set-up on tcp://. plain_ep
+ * (or NULL) is bound first, before CURVE is set, so that it stays without CURVE: the
+ * HTTP server's private path. */
+static void *s_bind(router *r, int type, const char *ep, const char *plain_ep, const char *what,
+                    llorch_error *err)
 {
     void *s = zmq_socket(r->ctx, type);
     int on = 1, linger = 0;
@@ -143,20 +155,18 @@ static void *s_bind(router *r, int type, const char *ep, const char *what, llorc
     zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
     if (type == ZMQ_ROUTER)
         zmq_setsockopt(s, ZMQ_ROUTER_MANDATORY, &on, sizeof on);
-    if (wire_socket_limits(s, err) != 0 ||
-        (r->opts.curve_secret && !strncmp(ep, "tcp://", 6) &&
-         security_server_setup(s, &r->keys, err) != 0)) {
-        zmq_close(s);
+    if (wire_socket_limits(s, err) != 0) {
         llorch_error_prefix(err, "%s socket", what);
-        return NULL;
+    } else if (plain_ep && s_bind_endpoint(s, plain_ep, what, err) != 0) {
+        /* err says it */
+    } else if (r->opts.curve_secret && !strncmp(ep, "tcp://", 6) &&
+               security_server_setup(s, &r->keys, err) != 0) {
+        llorch_error_prefix(err, "%s socket", what);
+    } else if (s_bind_endpoint(s, ep, what, err) == 0) {
+        return s;
     }
-    if (zmq_bind(s, ep) != 0) {
-        llorch_error_set(err, "cannot bind the %s socket to %s: %s", what, ep,
-                         zmq_strerror(errno));
-        zmq_close(s);
-        return NULL;
-    }
-    return s;
+    zmq_close(s);
+    return NULL;
 }
 
 static int s_setup_curve(router *r, llorch_error *err)
@@ -235,11 +245,12 @@ static int s_run(router *r, llorch_error *err)
         for (int b = 0; b < n_slots; b++)
             if (!(r->pipelines[p].batches[b].parts = malloc(parts_bytes)))
                 return llorch_error_set(err, "out of memory");
-    r->control = s_bind(r, ZMQ_ROUTER, r->opts.control_endpoint, "control", err);
+    r->control = s_bind(r, ZMQ_ROUTER, r->opts.control_endpoint, NULL, "control", err);
     if (r->control)
-        r->results = s_bind(r, ZMQ_PULL, r->opts.results_endpoint, "results", err);
+        r->results = s_bind(r, ZMQ_PULL, r->opts.results_endpoint, NULL, "results", err);
     if (r->results)
-        r->clients = s_bind(r, ZMQ_ROUTER, r->opts.clients_endpoint, "clients", err);
+        r->clients = s_bind(r, ZMQ_ROUTER, r->opts.clients_endpoint,
+                            http_server_router_endpoint(s_http), "clients", err);
     if (!r->clients)
         return -1;
     http_server_set_model(s_http, r->model_id, r->tok, r->n_ctx);
@@ -308,7 +319,7 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     llorch_error err = {0};
     if (s_http_cfg.listen[0] &&
-        !(s_http = http_server_start(&s_http_cfg, r.opts.clients_endpoint, &err)))
+        !(s_http = http_server_start(&s_http_cfg, &err)))
         rc = -1;
     else
         rc = s_run(&r, &err);
