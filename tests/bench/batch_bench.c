@@ -7,6 +7,12 @@
  *                                       ~100 MB of 5632 x 2048 Q8_0 weights, and a
  *                                       bit-for-bit check of every batch size against the
  *                                       scalar variant
+ *   batch_bench profile MODEL [THREADS] where the time of one decode step (one session)
+ *                                       goes, op by op, from the stage's trace hook: ms
+ *                                       per step and, for the matrix products, GB/s of
+ *                                       weights read (weights placed on huge pages as
+ *                                       `llorch generate` does; BATCH_BENCH_MMAP=1
+ *                                       reads them from the mapped file)
  *   batch_bench stage MODEL [THREADS] [SESSIONS...]
  *                                       seconds per decode step and aggregate tokens/s of
  *                                       SESSIONS sequences decoding together (default
@@ -139,6 +145,117 @@ static int s_kernel_mode(int threads)
     return bad;
 }
 
+/* ---- profile mode ------------------------------------------------------------------ */
+
+/* The trace hook fires after each op; the time since the previous event is that op's.
+ * Events are grouped by what ran before them (kernels.h names, stage.h order). */
+enum { P_NORM, P_QKV, P_ROPE, P_ATTN, P_WO, P_ADD, P_FFN, P_OUT, P_COUNT };
+static const char *const s_group_names[P_COUNT] = {
+    "rmsnorm", "q k v matmuls", "rope", "attention", "wo matmul", "residual adds",
+    "ffn gate/up/down + swiglu", "output matmul"};
+
+typedef struct profile {
+    double last;
+    double t[P_COUNT];
+} profile;
+
+static int s_group(const char *name)
+{
+    static const struct { const char *name; int group; } map[] = {
+        {"attn_norm", P_NORM}, {"ffn_norm", P_NORM}, {"result_norm", P_NORM},
+        {"q", P_QKV}, {"k", P_QKV}, {"v", P_QKV}, {"q_rope", P_ROPE}, {"k_rope", P_ROPE},
+        {"kq", P_ATTN}, {"kq_softmax", P_ATTN}, {"attn_out", P_ATTN}, {"attn_proj", P_WO},
+        {"ffn_inp", P_ADD}, {"l_out", P_ADD}, {"ffn_out", P_FFN}, {"logits", P_OUT}};
+    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
+        if (!strcmp(map[i].name, name))
+            return map[i].group;
+    return -1;
+}
+
+static void s_profile_hook(void *user, const stage_trace_tensor *t)
+{
+    profile *p = user;
+    const double now = s_now();
+    const int g = s_group(t->name);
+    if (g >= 0)
+        p->t[g] += now - p->last;
+    p->last = s_now(); /* the hook's own time is nobody's */
+}
+
+static double s_weight_bytes(const weight *w) { return (double)w->rows * (double)w->row_bytes; }
+
+static int s_profile_mode(const char *path, int threads)
+{
+    llorch_error err = {0};
+    model *m = model_open(path, &err);
+    if (!m) {
+        fprintf(stderr, "batch_bench: %s\n", err.msg);
+        return 1;
+    }
+    if (!getenv("BATCH_BENCH_MMAP") && model_place_weights(m, &err) < 0)
+        fprintf(stderr, "batch_bench: weights stay mapped: %s\n", err.msg);
+    enum { PROMPT = 8, STEPS = 16 };
+    profile prof = {0};
+    stage_opts opts = {.threads = threads, .max_batch_rows = 64, .max_seqs = 1, .n_ctx = 256,
+                       .trace = s_profile_hook, .trace_user = &prof};
+    stage *s = stage_new(m, 0, m->config.n_layers, &opts, &err);
+    model_weights w = {0};
+    if (!s || model_weights_bind(&w, &m->config, m->tensors, m->n_tensors, 0, m->config.n_layers,
+                                 &err) < 0) {
+        fprintf(stderr, "batch_bench: %s\n", err.msg);
+        return 1;
+    }
+    double bytes[P_COUNT] = {0};
+    for (uint32_t l = 0; l < m->config.n_layers; l++) {
+        const layer_weights *lw = &w.layers[l];
+        bytes[P_QKV] += s_weight_bytes(&lw->wq) + s_weight_bytes(&lw->wk) + s_weight_bytes(&lw->wv);
+        bytes[P_WO] += s_weight_bytes(&lw->wo);
+        bytes[P_FFN] += s_weight_bytes(&lw->ffn_gate) + s_weight_bytes(&lw->ffn_up) +
+                        s_weight_bytes(&lw->ffn_down);
+    }
+    bytes[P_OUT] = s_weight_bytes(&w.output);
+    float *logits = malloc((size_t)stage_out_cols(s) * PROMPT * sizeof *logits);
+    stage_row rows[PROMPT];
+    for (int p = 0; p < PROMPT; p++)
+        rows[p] = (stage_row){.seq_id = 1, .pos = p, .token = 1 + p, .want_logits = p == PROMPT - 1};
+    if (stage_forward(s, rows, PROMPT, NULL, logits, &err) < 0) {
+        fprintf(stderr, "batch_bench: %s\n", err.msg);
+        return 1;
+    }
+    memset(prof.t, 0, sizeof prof.t);
+    double total = 0;
+    for (int step = 0; step < STEPS; step++) {
+        rows[0] = (stage_row){.seq_id = 1, .pos = PROMPT + step, .token = 100 + step, .want_logits = true};
+        const double t0 = s_now();
+        prof.last = t0;
+        if (stage_forward(s, rows, 1, NULL, logits, &err) < 0) {
+            fprintf(stderr, "batch_bench: %s\n", err.msg);
+            return 1;
+        }
+        total += s_now() - t0;
+    }
+    double accounted = 0, all_bytes = 0;
+    printf("%-28s %9s %6s %8s\n", "op (decode step, 1 session)", "ms/step", "share", "GB/s");
+    for (int g = 0; g < P_COUNT; g++) {
+        const double per = prof.t[g] / STEPS;
+        accounted += per;
+        all_bytes += bytes[g];
+        printf("%-28s %9.2f %5.1f%%", s_group_names[g], per * 1e3, 100.0 * per / (total / STEPS));
+        if (bytes[g] > 0)
+            printf(" %8.1f", bytes[g] / per * 1e-9);
+        printf("\n");
+    }
+    printf("%-28s %9.2f %5.1f%%\n", "other (embedding, hook)", (total / STEPS - accounted) * 1e3,
+           100.0 * (total / STEPS - accounted) / (total / STEPS));
+    printf("%-28s %9.2f        %8.1f  (%.2f tok/s)\n", "step", total / STEPS * 1e3,
+           all_bytes / (total / STEPS) * 1e-9, STEPS / total);
+    free(logits);
+    model_weights_free(&w);
+    stage_free(&s);
+    model_free(&m);
+    return 0;
+}
+
 /* ---- stage mode -------------------------------------------------------------------- */
 
 static int s_stage_mode(const char *path, int threads, const int *sessions, int n_sessions)
@@ -210,6 +327,8 @@ int main(int argc, char **argv)
 {
     if (argc >= 2 && !strcmp(argv[1], "kernel"))
         return s_kernel_mode(argc > 2 ? atoi(argv[2]) : 2);
+    if (argc >= 3 && !strcmp(argv[1], "profile"))
+        return s_profile_mode(argv[2], argc > 3 ? atoi(argv[3]) : 2);
     if (argc >= 3 && !strcmp(argv[1], "stage")) {
         int sessions[32] = {1, 2, 4, 8, 16}, n = 5;
         if (argc > 4) {
@@ -219,6 +338,7 @@ int main(int argc, char **argv)
         }
         return s_stage_mode(argv[2], argc > 3 ? atoi(argv[3]) : 2, sessions, n);
     }
-    fprintf(stderr, "usage: batch_bench kernel [THREADS] | stage MODEL [THREADS] [SESSIONS...]\n");
+    fprintf(stderr, "usage: batch_bench kernel [THREADS] | profile MODEL [THREADS] |\n"
+                    "       stage MODEL [THREADS] [SESSIONS...]\n");
     return 2;
 }
