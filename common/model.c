@@ -326,7 +326,7 @@ int model_place_weights(model *m, llorch_error *err)
     }
     /* From the file with pread (the kernel copies from the page cache; the mapping's
      * pages are never touched, so they do not count in this process), else (a model in
-     * a buffer, or a file that changed) from the mapping. */
+     * a buffer, or a file replaced since it was opened) from the mapping. */
     const gguf_file *f = m->file;
     int fd = f && f->map ? open(f->path, O_RDONLY | O_CLOEXEC) : -1;
     struct stat st;
@@ -339,8 +339,17 @@ int model_place_weights(model *m, llorch_error *err)
         placed[i] = m->tensors[i];
         const size_t n = (size_t)m->tensors[i].n_bytes;
         const uint8_t *src = m->tensors[i].data;
-        if (fd < 0 || s_pread_all(fd, arena + at, n, (uint64_t)(src - f->base)) < 0)
+        if (fd < 0) {
             memcpy(arena + at, src, n);
+        } else if (s_pread_all(fd, arena + at, n, (uint64_t)(src - f->base)) < 0) {
+            /* not the mapping instead: a file that shrank would fault on it */
+            llorch_error_set(err, "cannot read tensor %s from %s: %s", m->tensors[i].name,
+                             f->path, strerror(errno));
+            close(fd);
+            hugemem_unmap(arena, total);
+            free(placed);
+            return -1;
+        }
         placed[i].data = arena + at;
         at += (n + 63) & ~(size_t)63;
     }

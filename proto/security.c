@@ -156,6 +156,20 @@ int security_keypair_load(const char *path, security_keypair *kp, llorch_error *
     return 0;
 }
 
+int security_public_key_arg(const char *arg, char out[SECURITY_Z85_KEY_LEN + 1],
+                            llorch_error *err)
+{
+    if (access(arg, F_OK) != 0 && security_key_valid(arg)) {
+        snprintf(out, SECURITY_Z85_KEY_LEN + 1, "%s", arg);
+        return 0;
+    }
+    security_keypair kp;
+    if (security_keypair_load(arg, &kp, err) != 0)
+        return llorch_error_prefix(err, "'%.64s' is neither a Z85 key nor a key file", arg);
+    snprintf(out, SECURITY_Z85_KEY_LEN + 1, "%s", kp.public_key);
+    return 0;
+}
+
 int security_server_setup(void *socket, const security_keypair *server, llorch_error *err)
 {
     int one = 1;

@@ -47,6 +47,13 @@ int security_keypair_load(const char *path, security_keypair *kp, llorch_error *
 /* True when z85 is 40 Z85 characters that decode to 32 bytes. */
 bool security_key_valid(const char *z85);
 
+/* A public key given on a command line or in an API: the path of a key file (read with
+ * security_keypair_load) when a file of that name exists, else the 40-character Z85 key
+ * itself (a path can be 40 Z85 characters too, so the file is looked for first). Writes
+ * the key to out. Returns 0, or -1 with err saying it is neither. */
+int security_public_key_arg(const char *arg, char out[SECURITY_Z85_KEY_LEN + 1],
+                            llorch_error *err);
+
 /* Makes socket a CURVE server with the pair's secret key and the llorch ZAP domain.
  * Call before bind. Returns 0, or -1 with err. */
 int security_server_setup(void *socket, const security_keypair *server, llorch_error *err);

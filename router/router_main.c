@@ -179,16 +179,9 @@ static int s_setup_curve(router *r, llorch_error *err)
     if (!r->keys.secret_key[0])
         return llorch_error_set(err, "%s holds no secret key: give the .key file of "
                                      "`llorch keygen`", o->curve_secret);
-    if (o->curve_server_public) {
-        if (security_key_valid(o->curve_server_public)) {
-            snprintf(r->server_public, sizeof r->server_public, "%s", o->curve_server_public);
-        } else {
-            security_keypair kp;
-            if (security_keypair_load(o->curve_server_public, &kp, err) != 0)
-                return llorch_error_prefix(err, "--curve-server-public");
-            snprintf(r->server_public, sizeof r->server_public, "%s", kp.public_key);
-        }
-    }
+    if (o->curve_server_public &&
+        security_public_key_arg(o->curve_server_public, r->server_public, err) != 0)
+        return llorch_error_prefix(err, "--curve-server-public");
     r->zap = security_zap_start(r->ctx, o->curve_allow, err);
     return r->zap ? 0 : -1;
 }

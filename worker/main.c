@@ -46,18 +46,11 @@ static void s_usage(FILE *out)
 
 static int s_public_key(const char *opt, const char *arg, char *out)
 {
-    if (security_key_valid(arg)) {
-        snprintf(out, SECURITY_Z85_KEY_LEN + 1, "%s", arg);
-        return 0;
-    }
-    security_keypair kp;
     llorch_error err;
-    if (security_keypair_load(arg, &kp, &err) < 0) {
-        fprintf(stderr, "llorch-worker: %s: '%s' is neither a Z85 key nor a key file: %s\n",
-                opt, arg, err.msg);
+    if (security_public_key_arg(arg, out, &err) < 0) {
+        fprintf(stderr, "llorch-worker: %s: %s\n", opt, err.msg);
         return -1;
     }
-    snprintf(out, SECURITY_Z85_KEY_LEN + 1, "%s", kp.public_key);
     return 0;
 }
 

@@ -67,15 +67,9 @@ static int s_setup_curve(void *socket, const llorch_curve *curve, char *errbuf, 
         return -1;
     }
     char server[SECURITY_Z85_KEY_LEN + 1];
-    if (security_key_valid(curve->server_public_key)) {
-        snprintf(server, sizeof server, "%s", curve->server_public_key);
-    } else {
-        security_keypair spk;
-        if (security_keypair_load(curve->server_public_key, &spk, &err) != 0) {
-            s_err(errbuf, size, "the router's public key: %s", err.msg);
-            return -1;
-        }
-        snprintf(server, sizeof server, "%s", spk.public_key);
+    if (security_public_key_arg(curve->server_public_key, server, &err) != 0) {
+        s_err(errbuf, size, "the router's public key: %s", err.msg);
+        return -1;
     }
     if (security_client_setup(socket, &kp, server, &err) != 0) {
         s_err(errbuf, size, "%s", err.msg);

@@ -35,8 +35,6 @@ describe("HTTP on a router whose --clients is tcp:// with CurveZMQ", () => {
     const prompt = "Once upon a time";
 
     before(async () => {
-        /* Not 40 characters to "router.pub": a --curve-server-public argument of 40 Z85
-         * characters (letters, digits, '/', '-', '.') is taken for the key itself. */
         keys = fs.mkdtempSync("/tmp/llorch-http-curve-test-");
         for (const name of ["router", "client"])
             execFileSync(llorch, ["keygen", "--out", path.join(keys, name)], {stdio: "ignore"});

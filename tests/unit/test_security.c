@@ -26,6 +26,40 @@ static void s_key_paths(char secret[256], char pub[300])
     snprintf(pub, 300, "%s.pub", secret);
 }
 
+/* A public key on a command line: a key file when one of that name exists (a path can
+ * be 40 Z85 characters, like a key), else the key itself, else a clear error. */
+static void test_public_key_arg_file_before_key(void **state)
+{
+    (void)state;
+    security_keypair kp, other;
+    llorch_error err = {{0}};
+    assert_int_equal(security_keypair_generate(&kp, &err), 0);
+    assert_int_equal(security_keypair_generate(&other, &err), 0);
+    char out[SECURITY_Z85_KEY_LEN + 1];
+    assert_int_equal(security_public_key_arg(kp.public_key, out, &err), 0);
+    assert_string_equal(out, kp.public_key);
+
+    char dir[64] = "/tmp/llorch-test-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char secret[128], pub[128];
+    snprintf(secret, sizeof secret, "%s/k.key", dir);
+    snprintf(pub, sizeof pub, "%s/", dir);
+    size_t n = strlen(pub);
+    while (n < SECURITY_Z85_KEY_LEN)
+        pub[n++] = 'p';
+    pub[n] = 0;
+    assert_true(security_key_valid(pub)); /* the path alone would pass for a key */
+    assert_int_equal(security_keypair_save(&other, secret, pub, &err), 0);
+    assert_int_equal(security_public_key_arg(pub, out, &err), 0);
+    assert_string_equal(out, other.public_key);
+
+    assert_int_equal(security_public_key_arg("/no/such/key-file", out, &err), -1);
+    assert_non_null(strstr(err.msg, "neither a Z85 key nor a key file"));
+    unlink(secret);
+    unlink(pub);
+    rmdir(dir);
+}
+
 static void test_keygen_save_load(void **state)
 {
     security_keypair kp, back;
@@ -225,6 +259,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_keygen_save_load),
+        cmocka_unit_test(test_public_key_arg_file_before_key),
         cmocka_unit_test(test_allow_list_parsing),
         cmocka_unit_test(test_curve_allowed_key_talks_unknown_key_refused),
     };
