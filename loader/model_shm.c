@@ -22,67 +22,138 @@
 
 /* Models at least this large log progress even without --progress. */
 #define LOADER_PROGRESS_BYTES (512ull << 20)
-/* Bytes digested or copied between checks for a stop signal. */
-#define LOADER_STEP_BYTES (16ull << 20)
+/* Bytes read, then digested or copied, at a time (and between checks for a stop signal). */
+#define LOADER_STEP_BYTES (4ull << 20)
+/* Segment bytes one thread copies and then collapses onto huge pages (a multiple of
+ * 2 MiB). */
+#define LOADER_REGION_BYTES (32ull << 20)
 #define LOADER_MAX_THREADS 16
 
 /* One pass over all tensors (digest them, or copy them into the segment), spread over the
- * CPUs a tensor at a time; the calling thread reports progress once a second. */
+ * CPUs a tensor at a time; the calling thread reports progress once a second. Tensor
+ * bytes are read from the file with pread, never through the mapping: a file cut short
+ * while loading is a read error, not a SIGBUS. */
 typedef enum pass_kind { PASS_DIGEST, PASS_COPY } pass_kind;
 
 typedef struct pass {
     pass_kind kind;
     loader_model *lm;
     const gguf_file *f;
+    int src;                     /* the GGUF file */
     int fd;                      /* the segment (PASS_COPY) */
-    atomic_uint_fast64_t next_tensor;
+    uint8_t *map;                /* the segment mapped, for MADV_COLLAPSE (PASS_COPY) */
+    atomic_uint_fast64_t next_tensor; /* PASS_DIGEST: tensor; PASS_COPY: region */
+    atomic_uint_fast64_t huge_bytes;  /* PASS_COPY: bytes collapsed onto 2 MiB pages */
+    atomic_bool collapse_off;    /* the kernel refused once: stop asking */
     atomic_uint_fast64_t done_bytes;
     atomic_int running;
+    atomic_int read_errno;       /* first failed read (EIO: the file shrank) */
     atomic_int write_errno;      /* first failed write (ENOSPC: /dev/shm full) */
 } pass;
 
-static void s_pass_tensor(pass *p, uint64_t i)
+static void s_fail(atomic_int *slot, int e)
+{
+    int zero = 0;
+    atomic_compare_exchange_strong(slot, &zero, e ? e : EIO);
+}
+
+/* Reads n bytes at offset of fd into buf, or records why not. */
+static bool s_read(pass *p, uint8_t *buf, uint64_t n, uint64_t offset)
+{
+    for (uint64_t got = 0; got < n;) {
+        ssize_t r = pread(p->src, buf + got, n - got, (off_t)(offset + got));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            s_fail(&p->read_errno, r < 0 ? errno : EIO);
+            return false;
+        }
+        got += (uint64_t)r;
+    }
+    return true;
+}
+
+static uint64_t s_file_offset(const pass *p, uint64_t i)
+{
+    return (uint64_t)((const uint8_t *)p->f->tensors[i].data - p->f->base);
+}
+
+static void s_digest_tensor(pass *p, uint64_t i, uint8_t *buf)
 {
     const gguf_tensor *t = &p->f->tensors[i];
-    const uint8_t *src = t->data;
     crypto_generichash_state st;
-    if (p->kind == PASS_DIGEST)
-        crypto_generichash_init(&st, NULL, 0, WIRE_DIGEST_BYTES);
+    crypto_generichash_init(&st, NULL, 0, WIRE_DIGEST_BYTES);
     for (uint64_t off = 0; off < t->n_bytes && !proc_stop_signal(); off += LOADER_STEP_BYTES) {
         uint64_t n = t->n_bytes - off < LOADER_STEP_BYTES ? t->n_bytes - off : LOADER_STEP_BYTES;
-        if (p->kind == PASS_DIGEST) {
-            crypto_generichash_update(&st, src + off, n);
-        } else {
-            /* write(2) into the segment, not memcpy into a mapping: no page fault per
-             * page, and a full /dev/shm is an error here instead of a SIGBUS. */
-            const off_t at = (off_t)(p->lm->tensors[i].offset + off);
+        if (!s_read(p, buf, n, s_file_offset(p, i) + off))
+            return;
+        crypto_generichash_update(&st, buf, n);
+        atomic_fetch_add(&p->done_bytes, n);
+    }
+    crypto_generichash_final(&st, p->lm->tensors[i].digest, WIRE_DIGEST_BYTES);
+}
+
+/* Copies the tensor bytes that fall into segment region r ([r * LOADER_REGION_BYTES,
+ * + LOADER_REGION_BYTES)), then moves the region onto 2 MiB pages (hugemem_collapse)
+ * while its small pages are fresh: the pages it frees are reused by the next region,
+ * so the segment never needs twice its size, and on a VM this is much faster than
+ * collapsing the finished segment. write(2) into the segment, not memcpy into a
+ * mapping: no page fault per page, and a full /dev/shm is an error here instead of a
+ * SIGBUS. */
+static void s_copy_region(pass *p, uint64_t r, uint8_t *buf)
+{
+    const uint64_t r0 = r * LOADER_REGION_BYTES;
+    const uint64_t r1 = r0 + LOADER_REGION_BYTES < p->lm->segment_bytes ? r0 + LOADER_REGION_BYTES
+                                                                        : p->lm->segment_bytes;
+    for (uint64_t i = 0; i < p->f->n_tensors && !proc_stop_signal(); i++) {
+        const wire_tensor_info *ti = &p->lm->tensors[i];
+        const uint64_t lo = ti->offset > r0 ? ti->offset : r0;
+        const uint64_t hi = ti->offset + ti->n_bytes < r1 ? ti->offset + ti->n_bytes : r1;
+        for (uint64_t at = lo; at < hi; at += LOADER_STEP_BYTES) {
+            const uint64_t n = hi - at < LOADER_STEP_BYTES ? hi - at : LOADER_STEP_BYTES;
+            if (!s_read(p, buf, n, s_file_offset(p, i) + (at - ti->offset)))
+                return;
             for (uint64_t put = 0; put < n;) {
-                ssize_t w = pwrite(p->fd, src + off + put, n - put, at + (off_t)put);
+                ssize_t w = pwrite(p->fd, buf + put, n - put, (off_t)(at + put));
                 if (w < 0 && errno == EINTR)
                     continue;
                 if (w <= 0) {
-                    int zero = 0;
-                    atomic_compare_exchange_strong(&p->write_errno, &zero, w < 0 ? errno : EIO);
+                    s_fail(&p->write_errno, w < 0 ? errno : EIO);
                     return;
                 }
                 put += (uint64_t)w;
             }
+            atomic_fetch_add(&p->done_bytes, n);
         }
-        atomic_fetch_add(&p->done_bytes, n);
     }
-    if (p->kind == PASS_DIGEST)
-        crypto_generichash_final(&st, p->lm->tensors[i].digest, WIRE_DIGEST_BYTES);
+    if (!atomic_load(&p->collapse_off)) {
+        const size_t got = hugemem_collapse(p->map + r0, r1 - r0);
+        atomic_fetch_add(&p->huge_bytes, got);
+        if (got == 0 && r1 - r0 >= 2 * HUGEMEM_PAGE)
+            atomic_store(&p->collapse_off, true); /* this kernel (or shmem_enabled=deny) */
+    }
 }
 
 static void *s_pass_thread(void *arg)
 {
     pass *p = arg;
-    for (;;) {
+    uint8_t *buf = malloc(LOADER_STEP_BYTES);
+    if (!buf)
+        s_fail(&p->read_errno, ENOMEM);
+    const uint64_t n_items = p->kind == PASS_DIGEST
+                                 ? p->f->n_tensors
+                                 : (p->lm->segment_bytes + LOADER_REGION_BYTES - 1) / LOADER_REGION_BYTES;
+    while (buf) {
         uint64_t i = atomic_fetch_add(&p->next_tensor, 1);
-        if (i >= p->f->n_tensors || proc_stop_signal() || atomic_load(&p->write_errno))
+        if (i >= n_items || proc_stop_signal() || atomic_load(&p->write_errno) ||
+            atomic_load(&p->read_errno))
             break;
-        s_pass_tensor(p, i);
+        if (p->kind == PASS_DIGEST)
+            s_digest_tensor(p, i, buf);
+        else
+            s_copy_region(p, i, buf);
     }
+    free(buf);
     atomic_fetch_sub(&p->running, 1);
     return NULL;
 }
@@ -91,7 +162,19 @@ static int s_run_pass(loader_model *lm, const gguf_file *f, pass_kind kind, int 
                       llorch_error *err)
 {
     const char *name = kind == PASS_DIGEST ? "digest" : "copy";
-    pass p = {.kind = kind, .lm = lm, .f = f, .fd = fd};
+    pass p = {.kind = kind, .lm = lm, .f = f, .fd = fd, .map = (uint8_t *)lm->segment};
+    atomic_init(&p.huge_bytes, 0);
+    atomic_init(&p.collapse_off, false);
+    p.src = open(f->path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (p.src < 0 || fstat(p.src, &st) != 0 || (uint64_t)st.st_size != f->size) {
+        const int e = p.src < 0 ? errno : 0;
+        if (p.src >= 0)
+            close(p.src);
+        return llorch_error_set(err, "cannot read %s for the %s pass: %s", f->path, name,
+                                e ? strerror(e) : "the file changed since it was opened");
+    }
+    atomic_init(&p.read_errno, 0);
     atomic_init(&p.write_errno, 0);
     atomic_init(&p.next_tensor, 0);
     atomic_init(&p.done_bytes, 0);
@@ -124,9 +207,13 @@ static int s_run_pass(loader_model *lm, const gguf_file *f, pass_kind kind, int 
     }
     for (int k = 0; k < started; k++)
         pthread_join(threads[k], NULL);
+    close(p.src);
     if (proc_stop_signal())
         return llorch_error_set(err, "interrupted by signal %d during the %s pass",
                                 proc_stop_signal(), name);
+    if (atomic_load(&p.read_errno))
+        return llorch_error_set(err, "cannot read the tensors of %s: %s (did the file change "
+                                "while loading?)", f->path, strerror(atomic_load(&p.read_errno)));
     if (atomic_load(&p.write_errno))
         return llorch_error_set(err, "cannot write %.1f MB into segment %s: %s (is /dev/shm "
                                 "large enough? df -h /dev/shm)", lm->segment_bytes / 1e6,
@@ -136,6 +223,15 @@ static int s_run_pass(loader_model *lm, const gguf_file *f, pass_kind kind, int 
         log_info("%s: 100%% %.1f MB in %.1f s, %.0f MB/s, %d threads", name,
                  lm->data_bytes / 1e6, secs, secs > 0 ? lm->data_bytes / 1e6 / secs : 0.0,
                  started ? started : 1);
+    }
+    if (kind == PASS_COPY) {
+        const uint64_t huge = atomic_load(&p.huge_bytes);
+        if (huge > 0)
+            log_info("segment %s: %.1f of %.1f MB on 2 MiB pages", lm->segment_name, huge / 1e6,
+                     lm->segment_bytes / 1e6);
+        else if (lm->segment_bytes >= 2 * HUGEMEM_PAGE)
+            log_info("segment %s stays on 4 KiB pages: the kernel does not collapse shared "
+                     "memory (MADV_COLLAPSE needs Linux 6.1)", lm->segment_name);
     }
     return 0;
 }
@@ -206,37 +302,6 @@ static int s_digest(loader_model *lm, const gguf_file *f, bool verbose, llorch_e
     return 0;
 }
 
-/* Moves the segment onto 2 MiB pages (hugemem.h), where the kernel allows it: workers
- * that map it then stream their weights through huge pages. The kernel copies the data
- * (about as long as the copy pass), a piece at a time so that a stop signal is seen. */
-static void s_collapse(loader_model *lm, bool verbose)
-{
-    const size_t piece = (size_t)256 << 20;
-    const int64_t t0 = proc_now_ms();
-    int64_t last = t0;
-    size_t done = 0, huge = 0;
-    while (done < lm->segment_bytes && !proc_stop_signal()) {
-        const size_t n = lm->segment_bytes - done < piece ? lm->segment_bytes - done : piece;
-        const size_t got = hugemem_collapse((uint8_t *)lm->segment + done, n);
-        huge += got;
-        done += n;
-        if (got == 0 && n >= 2 * HUGEMEM_PAGE)
-            break; /* this kernel (or its shmem_enabled=deny) will not */
-        const int64_t now = proc_now_ms();
-        if (verbose && now - last >= 1000) {
-            last = now;
-            log_info("huge pages: %3d%% %.1f of %.1f MB", (int)(100.0 * done / lm->segment_bytes),
-                     done / 1e6, lm->segment_bytes / 1e6);
-        }
-    }
-    if (huge > 0)
-        log_info("segment %s: %.1f of %.1f MB on 2 MiB pages (%.1f s)", lm->segment_name,
-                 huge / 1e6, lm->segment_bytes / 1e6, (proc_now_ms() - t0) / 1000.0);
-    else if (lm->segment_bytes >= 2 * HUGEMEM_PAGE)
-        log_info("segment %s stays on 4 KiB pages: the kernel does not collapse shared memory "
-                 "(MADV_COLLAPSE needs Linux 6.1)", lm->segment_name);
-}
-
 /* Creates the segment (exclusively) and copies the tensors to their offsets. */
 static int s_segment(loader_model *lm, const gguf_file *f, const loader_options *o,
                      bool verbose, llorch_error *err)
@@ -264,19 +329,19 @@ static int s_segment(loader_model *lm, const gguf_file *f, const loader_options 
         return llorch_error_set(err, "cannot size segment %s to %" PRIu64 " bytes: %s",
                                 lm->segment_name, lm->segment_bytes, strerror(e));
     }
-    if (s_run_pass(lm, f, PASS_COPY, fd, verbose, err) < 0) {
-        close(fd);
-        return -1;
-    }
-    /* The loader only reads the segment from now on (to serve chunks). */
+    /* Mapped read-only (the copy writes with pwrite; the loader reads the segment to
+     * serve chunks), 2 MiB-aligned for the collapse. */
     void *map = hugemem_map(fd, lm->segment_bytes, PROT_READ);
-    close(fd);
-    if (!map)
+    if (!map) {
+        const int e = errno;
+        close(fd);
         return llorch_error_set(err, "cannot map segment %s: %s", lm->segment_name,
-                                strerror(errno));
+                                strerror(e));
+    }
     lm->segment = map;
-    s_collapse(lm, verbose);
-    return 0;
+    const int rc = s_run_pass(lm, f, PASS_COPY, fd, verbose, err);
+    close(fd);
+    return rc;
 }
 
 loader_model *loader_model_load(const loader_options *o, llorch_error *err)
