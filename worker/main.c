@@ -32,6 +32,9 @@ static void s_usage(FILE *out)
             "                         parts)\n"
             "  --id ID                worker id (default w<FIRST>-<LAST>-<pid>)\n"
             "  --fetch                fetch the tensors over the wire even on the loader's host\n"
+            "  --verify               on the loader's host, check the digests of the mapped\n"
+            "                         tensors too (a segment changed after loading is refused;\n"
+            "                         costs a read of the range's weights at start)\n"
             "  --curve-secret FILE    this worker's key pair (llorch keygen): CurveZMQ on tcp\n"
             "  --loader-public KEY    the loader's public key (Z85 or a .pub/.key file)\n"
             "  --router-public KEY    the router's public key (Z85 or file)\n"
@@ -77,6 +80,9 @@ static int s_parse(int argc, char **argv, worker_args *a)
             exit(0);
         } else if (!strcmp(o, "--fetch")) {
             c->fetch = true;
+            continue;
+        } else if (!strcmp(o, "--verify")) {
+            c->verify = true;
             continue;
         }
         if (!v) {

@@ -311,6 +311,33 @@ static int s_records(worker_weights *w, const wire_manifest *mf, const worker_co
     return 0;
 }
 
+/* --verify on the loader's host: every record's bytes in the mapped segment against the
+ * manifest's digest, so that a segment changed after loading is refused too. */
+static int s_verify_mapped(const worker_weights *w, const uint8_t (*digests)[WIRE_DIGEST_BYTES],
+                           const char *segment, llorch_error *err)
+{
+    const int64_t t0 = proc_now_ms();
+    uint64_t bytes = 0;
+    for (size_t i = 0; i < w->n_records && !proc_stop_signal(); i++) {
+        uint8_t d[WIRE_DIGEST_BYTES];
+        crypto_generichash(d, sizeof d, w->records[i].data, w->records[i].n_bytes, NULL, 0);
+        if (sodium_memcmp(d, digests[i], sizeof d) != 0) {
+            errno = EBADMSG;
+            return llorch_error_set(err, "tensor %s: its bytes in segment %s do not match the "
+                                    "manifest's BLAKE2b-256 digest (the segment changed after "
+                                    "loading); refusing to serve", w->records[i].name, segment);
+        }
+        bytes += w->records[i].n_bytes;
+    }
+    if (proc_stop_signal()) {
+        errno = EINTR;
+        return llorch_error_set(err, "stopped by signal %d while verifying", proc_stop_signal());
+    }
+    log_info("verified %zu tensors in the segment, %.1f MB in %lld ms", w->n_records,
+             bytes / 1e6, (long long)(proc_now_ms() - t0));
+    return 0;
+}
+
 int worker_weights_acquire(worker_weights *w, void *ctx, const worker_config *cfg,
                            llorch_error *err)
 {
@@ -363,6 +390,8 @@ int worker_weights_acquire(worker_weights *w, void *ctx, const worker_config *cf
                 w->records[i].data = (const uint8_t *)w->map + w->records[i].offset;
             log_info("mapped segment %s read-only (zero copy): %zu tensors of model %s",
                      mf->segment_name, w->n_records, w->model_id);
+            if (cfg->verify && s_verify_mapped(w, digests, mf->segment_name, err) < 0)
+                goto out;
         } else {
             log_warn("%s; fetching the tensors instead", err->msg);
         }

@@ -31,6 +31,7 @@ typedef struct worker_config {
     int max_batch;                /* rows the scratch is sized for */
     char id[WIRE_MAX_ID_BYTES + 1];
     bool fetch;                   /* always fetch over the wire, never map */
+    bool verify;                  /* check the digests of mapped tensors too */
     /* CurveZMQ: own key pair, servers' public keys (Z85); has_curve false = plain */
     bool has_curve;
     security_keypair keys;
@@ -56,8 +57,9 @@ typedef struct worker_weights {
 
 /* Asks the loader for the manifest (waiting for the loader to come up, as long as no stop
  * signal arrives), checks the layer range against it, then maps the segment read-only
- * when the loader is on this host and !cfg->fetch, else fetches the range's tensors in
- * chunks of at most WORKER_CHUNK_BYTES and checks every BLAKE2b digest. Returns 0, or -1
+ * when the loader is on this host and !cfg->fetch (checking the mapped tensors' BLAKE2b
+ * digests with cfg->verify), else fetches the range's tensors in chunks of at most
+ * WORKER_CHUNK_BYTES and checks every BLAKE2b digest. Returns 0, or -1
  * with err: a digest mismatch (errno EBADMSG), a range the model does not have, a loader
  * error, a stop signal (errno EINTR). Free with worker_weights_free. */
 int worker_weights_acquire(worker_weights *w, void *zmq_ctx, const worker_config *cfg,

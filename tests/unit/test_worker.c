@@ -6,7 +6,9 @@
  * behind. */
 #include "proc_test.h"
 
+#include <fcntl.h>
 #include <math.h>
+#include <sys/mman.h>
 
 #include "../../worker/worker.h"
 #include "kv_cache.h"
@@ -300,6 +302,54 @@ static void test_tampered_chunk_is_refused(void **state)
     pt_router_accept(&F.router, 30000);
 }
 
+/* The loader's segment name, from its log line "... in segment /llorch-... (". */
+static void s_segment_name(char *out, size_t n)
+{
+    FILE *f = fopen(F.log_path[0], "r");
+    assert_non_null(f);
+    char line[1024];
+    out[0] = 0;
+    while (fgets(line, sizeof line, f)) {
+        const char *at = strstr(line, " in segment /");
+        if (at)
+            snprintf(out, n, "%.*s", (int)strcspn(at + 12, " \n"), at + 12);
+    }
+    fclose(f);
+    assert_true(out[0] == '/');
+}
+
+/* A segment changed after loading: a worker with --verify refuses to serve it, naming
+ * the tensor. */
+static void test_verify_refuses_a_changed_segment(void **state)
+{
+    (void)state;
+    s_start_loader(test_shared_path("models/stories260K.gguf"), NULL);
+    char name[256];
+    s_segment_name(name, sizeof name);
+    const char *verify[] = {"--verify"};
+    pid_t w = s_start_worker("0:5", verify, 1);
+    pt_router_accept(&F.router, 30000);
+    assert_true(pt_file_has(F.log_path[1], "verified"));
+    assert_int_equal(pt_stop(w), 0);
+    F.workers[0] = 0;
+
+    int fd = shm_open(name, O_RDWR, 0);
+    assert_true(fd >= 0);
+    uint8_t byte;
+    assert_int_equal(pread(fd, &byte, 1, 0), 1); /* the first tensor starts at offset 0 */
+    byte ^= 0x5a;
+    assert_int_equal(pwrite(fd, &byte, 1, 0), 1);
+    close(fd);
+    w = s_start_worker("0:5", verify, 1);
+    const int rc = pt_wait_exit(w, 30000);
+    F.workers[1] = 0;
+    if (rc != 1)
+        pt_dump(F.log_path[2]);
+    assert_int_equal(rc, 1);
+    assert_true(pt_file_has(F.log_path[2], "do not match the manifest's BLAKE2b-256 digest"));
+    assert_true(pt_file_has(F.log_path[2], "refusing to serve"));
+}
+
 static void test_kv_budget_refusal_is_an_error_reply(void **state)
 {
     (void)state;
@@ -451,6 +501,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_two_workers_chained, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fetch_verifies_and_serves, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tampered_chunk_is_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_verify_refuses_a_changed_segment, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kv_budget_refusal_is_an_error_reply, setup,
                                         teardown),
         cmocka_unit_test(test_stage_failure_kind_picks_the_wire_code),
