@@ -202,6 +202,36 @@ int proc_run_dir_remove(const char *dir, llorch_error *err)
     return 0;
 }
 
+int proc_run_dirs_sweep(const char *base, const char *prefix)
+{
+    DIR *d = opendir(base);
+    if (!d)
+        return 0;
+    const size_t plen = strlen(prefix);
+    int removed = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (strncmp(e->d_name, prefix, plen) != 0 || e->d_name[plen] != '-')
+            continue;
+        char *end;
+        errno = 0;
+        const long pid = strtol(e->d_name + plen + 1, &end, 10);
+        if (errno || end == e->d_name + plen + 1 || *end != '-' || pid <= 0 || pid > INT_MAX)
+            continue;
+        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+            continue; /* running (or not ours to signal: leave it) */
+        char path[PATH_MAX];
+        struct stat st;
+        snprintf(path, sizeof path, "%s/%s", base, e->d_name);
+        if (lstat(path, &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid())
+            continue;
+        if (proc_run_dir_remove(path, NULL) == 0)
+            removed++;
+    }
+    closedir(d);
+    return removed;
+}
+
 bool proc_endpoint_in_use(const char *endpoint)
 {
     if (strncmp(endpoint, "ipc://", 6) != 0)

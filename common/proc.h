@@ -52,6 +52,12 @@ char *proc_run_dir_new(const char *prefix, llorch_error *err);
  * recurse. Returns 0, or -1 with err when dir cannot be removed. */
 int proc_run_dir_remove(const char *dir, llorch_error *err);
 
+/* Removes the run directories "<base>/<prefix>-<pid>-..." whose process is gone (killed
+ * with SIGKILL, it could not remove its own): owned by this user, <pid> no longer
+ * running, the files directly inside removed with them (proc_run_dir_remove). Returns
+ * how many were removed. */
+int proc_run_dirs_sweep(const char *base, const char *prefix);
+
 /* True when endpoint is an ipc:// path on which a process is listening. ZeroMQ's ipc bind
  * silently replaces such a socket file, stealing the endpoint from its owner; call this
  * before binding to refuse instead. tcp:// binds fail by themselves (EADDRINUSE). */

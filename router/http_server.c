@@ -14,6 +14,7 @@
 
 #include "http_job.h"
 #include "log.h"
+#include "proc.h"
 
 /* One thread per connection: a handler may block while its request generates, and
  * every wait is a short timed one so that a client that left is noticed at once. */
@@ -652,6 +653,10 @@ static int s_listen_addr(const char *listen, struct sockaddr_storage *sa, bool *
 /* The private folder and the endpoint in it. 0, or -1 with err. */
 static int s_private_endpoint(http_server *srv, llorch_error *err)
 {
+    const int stale = proc_run_dirs_sweep("/tmp", "llorch-router");
+    if (stale > 0)
+        log_info("http: removed %d private folder%s of routers that were killed", stale,
+                 stale == 1 ? "" : "s");
     snprintf(srv->dir, sizeof srv->dir, "/tmp/llorch-router-%ld-XXXXXX", (long)getpid());
     if (!mkdtemp(srv->dir)) {
         int e = errno;
