@@ -129,17 +129,29 @@ typedef struct kernel_variant {
     void (*f32_to_f16)(const float *, uint16_t *, int64_t);
     void (*f32_to_bf16)(const float *, uint16_t *, int64_t);
     void (*quantize_q8_0)(const float *, void *, int64_t);
-    /* NULL: the matrix product is a loop of dot_q8_0 */
+    /* NULL: the matrix product is a loop of dot_q8_0 / dot_f16 / dot_f32 */
     void (*matmul_q8_0)(const weight *, const kernel_act *, float *, int64_t, int64_t, int64_t);
+    void (*matmul_f16)(const weight *, const kernel_act *, float *, int64_t, int64_t, int64_t);
+    void (*matmul_f32)(const weight *, const kernel_act *, float *, int64_t, int64_t, int64_t);
     void (*axpy)(float *, float, const float *, int64_t);
+    void (*f16_to_f32)(const uint16_t *, float *, int64_t);
 } kernel_variant;
+
+static void s_f16_to_f32(const uint16_t *x, float *out, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        out[i] = fp16_to_f32(x[i]);
+}
 
 static const kernel_variant s_variants[KERNEL_ISA_COUNT] = {
     [KERNEL_ISA_SCALAR] = {s_dot_f32, s_dot_f16, s_dot_bf16, s_dot_q8_0, s_f32_to_f16,
-                           s_f32_to_bf16, s_quantize_q8_0, NULL, s_axpy},
+                           s_f32_to_bf16, s_quantize_q8_0, NULL, NULL, NULL, s_axpy,
+                           s_f16_to_f32},
     [KERNEL_ISA_AVX2] = {kernel_avx2_dot_f32, kernel_avx2_dot_f16, kernel_avx2_dot_bf16,
                          kernel_avx2_dot_q8_0, kernel_avx2_f32_to_f16, kernel_avx2_f32_to_bf16,
-                         kernel_avx2_quantize_q8_0, kernel_avx2_matmul_q8_0, kernel_avx2_axpy},
+                         kernel_avx2_quantize_q8_0, kernel_avx2_matmul_q8_0,
+                         kernel_avx2_matmul_f16, kernel_avx2_matmul_f32, kernel_avx2_axpy,
+                         kernel_avx2_f16_to_f32},
 };
 
 static const kernel_variant *s_active;
@@ -241,10 +253,17 @@ void kernel_axpy(float *y, float a, const float *x, int64_t n) { s_kernels()->ax
 
 /* ---- matrix x batch --------------------------------------------------------------- */
 
+/* F16 activations: the rows as F16, then (32-byte aligned) the same values as floats. */
+static size_t s_f16_part_bytes(int64_t n_rows, int64_t cols)
+{
+    return ((size_t)(n_rows * cols) * sizeof(uint16_t) + 31) & ~(size_t)31;
+}
+
 size_t kernel_act_bytes(enum tensor_type type, int64_t n_rows, int64_t cols)
 {
     switch (type) {
     case TENSOR_F16:
+        return s_f16_part_bytes(n_rows, cols) + (size_t)(n_rows * cols) * sizeof(float) + 31;
     case TENSOR_BF16: return (size_t)(n_rows * cols) * sizeof(uint16_t);
     case TENSOR_Q8_0: return (size_t)(n_rows * (cols / Q8_0_BLOCK)) * sizeof(q8_0_block);
     default: return 0;
@@ -262,6 +281,11 @@ kernel_act kernel_act_init(enum tensor_type type, const float *x, int64_t n_rows
     } else {
         act.data = buf;
     }
+    if (type == TENSOR_F16) {
+        act.row_bytes = (size_t)cols * sizeof(uint16_t);
+        uintptr_t f = (uintptr_t)buf + s_f16_part_bytes(n_rows, cols);
+        act.data_f32 = (const float *)((f + 31) & ~(uintptr_t)31);
+    }
     return act;
 }
 
@@ -272,7 +296,10 @@ void kernel_act_convert(const kernel_act *act, const float *x, int64_t row_begin
         const float *src = x + r * act->cols;
         void *dst = (char *)act->data + (size_t)r * act->row_bytes;
         switch (act->type) {
-        case TENSOR_F16: k->f32_to_f16(src, dst, act->cols); break;
+        case TENSOR_F16:
+            k->f32_to_f16(src, dst, act->cols);
+            k->f16_to_f32(dst, (float *)act->data_f32 + r * act->cols, act->cols);
+            break;
         case TENSOR_BF16: k->f32_to_bf16(src, dst, act->cols); break;
         case TENSOR_Q8_0: k->quantize_q8_0(src, dst, act->cols); break;
         default: break; /* F32: used in place */
@@ -287,6 +314,14 @@ void kernel_matmul(const weight *w, const kernel_act *act, float *out, int64_t o
     const int64_t n = w->cols;
     if (w->type == TENSOR_Q8_0 && w->layout == WEIGHT_LAYOUT_ROWS && k->matmul_q8_0) {
         k->matmul_q8_0(w, act, out, out_stride, row_begin, row_end);
+        return;
+    }
+    if (w->type == TENSOR_F16 && w->layout == WEIGHT_LAYOUT_ROWS && k->matmul_f16 && act->data_f32) {
+        k->matmul_f16(w, act, out, out_stride, row_begin, row_end);
+        return;
+    }
+    if (w->type == TENSOR_F32 && w->layout == WEIGHT_LAYOUT_ROWS && k->matmul_f32) {
+        k->matmul_f32(w, act, out, out_stride, row_begin, row_end);
         return;
     }
     /* Weight row outside, batch inside: each weight row is read from memory once per

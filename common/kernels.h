@@ -38,6 +38,9 @@ typedef struct kernel_act {
     int64_t cols;
     size_t row_bytes;      /* bytes of one prepared row */
     const void *data;      /* n_rows * row_bytes bytes */
+    const float *data_f32; /* F16: the same rounded values as floats (n_rows x cols), so
+                              that a product converts them once, not once per weight
+                              row; NULL for the other types */
 } kernel_act;
 
 /* Instruction-set variants of the kernels. */
@@ -139,6 +142,11 @@ void kernel_avx2_f32_to_bf16(const float *x, uint16_t *out, int64_t n);
 void kernel_avx2_quantize_q8_0(const float *x, void *out_blocks, int64_t n);
 void kernel_avx2_matmul_q8_0(const weight *w, const kernel_act *act, float *out, int64_t out_stride,
                              int64_t row_begin, int64_t row_end);
+void kernel_avx2_matmul_f16(const weight *w, const kernel_act *act, float *out, int64_t out_stride,
+                            int64_t row_begin, int64_t row_end);
+void kernel_avx2_matmul_f32(const weight *w, const kernel_act *act, float *out, int64_t out_stride,
+                            int64_t row_begin, int64_t row_end);
+void kernel_avx2_f16_to_f32(const uint16_t *x, float *out, int64_t n);
 
 /* x / (1 + exp(-x)). */
 float kernel_silu(float x);

@@ -2,8 +2,9 @@
 // threads, prompt and KV type (F32), runs alternated, medians reported as a table and
 // as build/bench.json. The instrument, not a test: it asserts nothing.
 //
-// env: BENCH_RUNS (3), BENCH_THREADS (2), BENCH_MODELS (llama2-7b,tinyllama-1.1b),
-//      BENCH_GEN (32), BENCH_PROMPT_TOKENS (64)
+// env: BENCH_RUNS (3), BENCH_THREADS (2), BENCH_MODELS (llama2-7b,tinyllama-1.1b; an
+//      entry may name the weight type: tinyllama-1.1b:f16), BENCH_GEN (32),
+//      BENCH_PROMPT_TOKENS (64)
 import {execFileSync, spawnSync} from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
@@ -16,18 +17,27 @@ const runs = Number(process.env.BENCH_RUNS ?? 3);
 const threads = Number(process.env.BENCH_THREADS ?? 2);
 const nGen = Number(process.env.BENCH_GEN ?? 32);
 const nPrompt = Number(process.env.BENCH_PROMPT_TOKENS ?? 64);
-const presets = (process.env.BENCH_MODELS ?? "llama2-7b,tinyllama-1.1b").split(",");
+const presets = (process.env.BENCH_MODELS ?? "llama2-7b,tinyllama-1.1b").split(",").map(parseEntry);
 const refNodeModules = path.join(root, "tests/reference/node_modules");
 
 function log(msg) { process.stderr.write(`bench: ${msg}\n`); }
 function median(xs) { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)]; }
 
-function ensureModel(preset) {
-    const file = path.join(root, `build/models/bench-${preset}-q8_0.gguf`);
+// A BENCH_MODELS entry is a mkmodel preset, optionally with a weight type:
+// "tinyllama-1.1b:f16" (the default type is q8_0).
+function parseEntry(entry) {
+    const [preset, type = "q8_0"] = entry.split(":");
+    if (!["q8_0", "f16", "f32"].includes(type))
+        throw new Error(`BENCH_MODELS entry ${entry}: the type is q8_0, f16 or f32`);
+    return {preset, type};
+}
+
+function ensureModel({preset, type}) {
+    const file = path.join(root, `build/models/bench-${preset}-${type}.gguf`);
     if (!fs.existsSync(file)) {
-        log(`making ${file} (random weights, Q8_0; written once, kept for later runs)`);
+        log(`making ${file} (random weights, ${type}; written once, kept for later runs)`);
         fs.mkdirSync(path.dirname(file), {recursive: true});
-        execFileSync(llorch, ["mkmodel", "--preset", preset, "--type", "q8_0", "--out", file],
+        execFileSync(llorch, ["mkmodel", "--preset", preset, "--type", type, "--out", file],
                      {stdio: ["ignore", "inherit", "inherit"]});
     }
     return file;
@@ -89,8 +99,9 @@ function measureBandwidth() {
 const bwBefore = measureBandwidth();
 
 const rows = [];
-for (const preset of presets) {
-    const model = ensureModel(preset);
+for (const entry of presets) {
+    const model = ensureModel(entry);
+    const preset = `${entry.preset} ${entry.type.toUpperCase()}`;
     const bytes = fs.statSync(model).size;
     const {text, ids} = promptFor(model);
     log(`${preset}: warm-up runs (page cache)`);
@@ -141,7 +152,7 @@ console.log("| model | prompt tok/s llorch | llama.cpp | ratio | gen tok/s llorc
             "gen % of bw limit llorch | llama.cpp | peak RSS llorch GiB | llama.cpp GiB | model GiB |");
 console.log("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
 for (const r of rows)
-    console.log(`| ${r.model} Q8_0 | ${f(r.llorch.prompt_tok_s)} | ${f(r.llama_cpp.prompt_tok_s)} | ` +
+    console.log(`| ${r.model} | ${f(r.llorch.prompt_tok_s)} | ${f(r.llama_cpp.prompt_tok_s)} | ` +
                 `${f(r.prompt_ratio)}× | ${f(r.llorch.gen_tok_s)} | ${f(r.llama_cpp.gen_tok_s)} | ` +
                 `${f(r.gen_ratio)}× | ${f(r.llorch_gen_pct_of_limit, 0)}% | ` +
                 `${f(r.llama_cpp_gen_pct_of_limit, 0)}% | ${gb(r.llorch.peak_rss_bytes)} | ` +

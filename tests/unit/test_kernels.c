@@ -421,6 +421,58 @@ static void test_rope_rotates_adjacent_pairs_of_the_rope_dims(void **state)
     }
 }
 
+/* The F16 and F32 matrix products (F16 activations converted to floats once, two batch
+ * rows per pass over a weight row) compute every element as the variant's
+ * kernel_dot_f16 / kernel_dot_f32 does, bit for bit, whatever the batch size and the
+ * row range; a tail of n % 32 included. */
+static void test_f16_f32_matmul_is_batch_and_split_invariant(void **state)
+{
+    (void)state;
+    enum { ROWS = 11, COLS = 32 * 9 + 7, MAX_BATCH = 5 };
+    static const int batches[] = {1, 2, 3, 5};
+    static const enum tensor_type types[] = {TENSOR_F16, TENSOR_F32};
+    float *x = malloc((size_t)MAX_BATCH * COLS * sizeof *x);
+    s_fill(x, MAX_BATCH * COLS, 3.0f);
+    float want[MAX_BATCH * ROWS], got[MAX_BATCH * ROWS];
+    for (size_t t = 0; t < 2; t++) {
+        weight w;
+        double *wv = malloc((size_t)ROWS * COLS * sizeof *wv);
+        void *data = s_make_weight(types[t], ROWS, COLS, &w, wv);
+        void *buf = malloc(kernel_act_bytes(types[t], MAX_BATCH, COLS) + 1);
+        FOR_EACH_ISA(isa) {
+            for (int r = 0; r < MAX_BATCH; r++) {
+                uint16_t xr[COLS];
+                for (int c = 0; c < COLS; c++)
+                    xr[c] = f32_to_fp16(x[r * COLS + c]);
+                for (int i = 0; i < ROWS; i++) {
+                    const void *wrow = (const char *)data + i * w.row_bytes;
+                    want[r * ROWS + i] = types[t] == TENSOR_F16
+                                             ? kernel_dot_f16(wrow, xr, COLS)
+                                             : kernel_dot_f32(wrow, x + r * COLS, COLS);
+                }
+            }
+            for (size_t b = 0; b < sizeof batches / sizeof batches[0]; b++) {
+                const int n = batches[b];
+                kernel_act act = kernel_act_init(types[t], x, n, COLS, buf);
+                kernel_act_convert(&act, x, 0, n);
+                memset(got, 0, sizeof got);
+                kernel_matmul(&w, &act, got, ROWS, 0, 4);
+                kernel_matmul(&w, &act, got, ROWS, 4, ROWS);
+                for (int r = 0; r < n; r++)
+                    for (int i = 0; i < ROWS; i++)
+                        if (got[r * ROWS + i] != want[r * ROWS + i])
+                            fail_msg("%s %s batch %d row %d col %d: %.9g, dot %.9g",
+                                     kernel_isa_name(isa), t ? "f32" : "f16", n, r, i,
+                                     got[r * ROWS + i], want[r * ROWS + i]);
+            }
+        }
+        free(buf);
+        free(data);
+        free(wv);
+    }
+    free(x);
+}
+
 static void test_get_row_dequantizes_every_type(void **state)
 {
     (void)state;
@@ -488,6 +540,7 @@ int main(void)
         cmocka_unit_test(test_q8_0_quantization_is_bit_exact_with_reference),
         cmocka_unit_test(test_dot_q8_0_matches_float64),
         cmocka_unit_test(test_f16_and_bf16_conversions_are_bit_exact),
+        cmocka_unit_test(test_f16_f32_matmul_is_batch_and_split_invariant),
         cmocka_unit_test(test_matmul_every_type_matches_float64_and_splits),
         cmocka_unit_test(test_q8_0_matmul_is_batch_split_and_isa_invariant),
         cmocka_unit_test(test_rope_angles_and_axpy),
