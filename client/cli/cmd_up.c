@@ -249,6 +249,8 @@ int up_start(const up_opts *o, up_pipeline *p, llorch_error *err)
             argv[k++] = "--kv-budget";
             argv[k++] = (char *)o->kv_budget;
         }
+        if (o->verify)
+            argv[k++] = "--verify";
         argv[k] = NULL;
         if (s_spawn(p, name, argv, o->quiet, err) != 0)
             goto fail;
@@ -402,6 +404,8 @@ static void s_usage(FILE *out)
             "  --threads-per-worker T      threads of each worker (default: CPUs / K)\n"
             "  --endpoint EP               the client endpoint (default ipc://RUN_DIR/clients)\n"
             "  --kv-budget B               KV cache bytes per worker (e.g. 512M)\n"
+            "  --verify                    workers check the digests of their tensors in\n"
+            "                              the shared segment before serving\n"
             "  --http ADDR:PORT            serve the OpenAI-compatible HTTP API there; the\n"
             "                              router's --http-* options, --api-key-file and\n"
             "                              --config are passed on (llorch-router --help)\n"
@@ -430,6 +434,10 @@ static bool s_router_option(const char *a)
 int up_parse_option(up_opts *o, int argc, char **argv, int *i)
 {
     const char *a = argv[*i];
+    if (!strcmp(a, "--verify")) {
+        o->verify = true;
+        return 1;
+    }
     const bool known = !strcmp(a, "--workers") || !strcmp(a, "--split") ||
                        !strcmp(a, "--threads-per-worker") || !strcmp(a, "--endpoint") ||
                        !strcmp(a, "--kv-budget");

@@ -18,6 +18,7 @@ typedef struct up_opts {
     int threads_per_worker;      /* 0 = CPUs online / K, at least 1 */
     const char *endpoint;        /* the router's client endpoint; NULL = ipc:// in the run dir */
     const char *kv_budget;       /* passed to every worker as --kv-budget, or NULL */
+    bool verify;                 /* passed to every worker as --verify */
     bool quiet;                  /* children log into files in the run dir, not stderr */
     const char *router_extra[UP_MAX_ROUTER_EXTRA]; /* (n_router_extra) more router arguments:
                                     the HTTP API's --http ADDR:PORT, its limits, --config, and the
