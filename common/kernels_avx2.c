@@ -76,114 +76,93 @@ void kernel_avx2_f16_to_f32(const uint16_t *x, float *out, int64_t n)
         out[i] = fp16_to_f32(x[i]);
 }
 
-/* ---- F16 matrix x batch ------------------------------------------------------------ */
+/* ---- F16 and F32 matrix x batch -------------------------------------------------- */
 
-/* Weight row i against batch rows, with kernel_avx2_dot_f16's arithmetic for every
- * element (four 8-lane accumulators over 32-element steps, s_reduce4, the tail added in
- * double), so that results are the same bits whatever the batch size. The activations
- * come as floats (act->data_f32: converted once per product, not once per weight row),
- * and each 32-element step of the weight row is converted once for two batch rows. One
- * batch row reads the weights as a stream, prefetched ahead like the Q8_0 rows. */
-#define F16_PREFETCH_BYTES 2048
+/* Weight row w (F16 or F32) against one or two batch rows of floats, with the
+ * arithmetic of kernel_avx2_dot_f16 / kernel_avx2_dot_f32 for every element (four
+ * 8-lane accumulators over 32-element steps, s_reduce4, the tail added in double for
+ * F16 and in float for F32), so that results are the same bits whatever the batch size.
+ * F16 activations come as floats (act->data_f32: converted once per product, not once
+ * per weight row), and each 32-element step of the weight row is loaded (converted)
+ * once for two batch rows. One batch row reads the weights as a stream, prefetched
+ * ahead like the Q8_0 rows. */
+#define ROW_PREFETCH_BYTES 2048
 
 static inline __attribute__((always_inline)) void
-s_f16_tile(const uint16_t *w, const float *x0, const float *x1, int64_t n, float *y0, float *y1,
-           const bool two, const bool prefetch)
+s_row_tile(const void *w, const bool f16, const float *x0, const float *x1, int64_t n, float *y0,
+           float *y1, const bool two, const bool prefetch)
 {
+    const uint16_t *wh = w;
+    const float *wf = w;
     __m256 a0[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
     __m256 a1[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
     const int64_t np = n & ~(int64_t)31;
     for (int64_t i = 0; i < np; i += 32) {
         if (prefetch)
-            _mm_prefetch((const char *)(w + i) + F16_PREFETCH_BYTES, _MM_HINT_T0);
+            _mm_prefetch((const char *)w + (f16 ? 2 : 4) * i + ROW_PREFETCH_BYTES, _MM_HINT_T0);
 #pragma GCC unroll 4
         for (int j = 0; j < 4; j++) {
-            const __m256 wv = s_load_f16(w + i + 8 * j);
+            const __m256 wv = f16 ? s_load_f16(wh + i + 8 * j) : _mm256_loadu_ps(wf + i + 8 * j);
             a0[j] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x0 + i + 8 * j), a0[j]);
             if (two)
                 a1[j] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x1 + i + 8 * j), a1[j]);
         }
     }
-    double t0 = s_reduce4(a0), t1 = two ? s_reduce4(a1) : 0.0;
-    for (int64_t i = np; i < n; i++) {
-        const float wf = fp16_to_f32(w[i]);
-        t0 += (double)(wf * x0[i]);
+    const float r0 = s_reduce4(a0), r1 = two ? s_reduce4(a1) : 0.0f;
+    if (f16) {
+        double t0 = r0, t1 = r1;
+        for (int64_t i = np; i < n; i++) {
+            const float wi = fp16_to_f32(wh[i]);
+            t0 += (double)(wi * x0[i]);
+            if (two)
+                t1 += (double)(wi * x1[i]);
+        }
+        *y0 = (float)t0;
         if (two)
-            t1 += (double)(wf * x1[i]);
+            *y1 = (float)t1;
+    } else {
+        float t0 = r0, t1 = r1;
+        for (int64_t i = np; i < n; i++) {
+            t0 += wf[i] * x0[i];
+            if (two)
+                t1 += wf[i] * x1[i];
+        }
+        *y0 = t0;
+        if (two)
+            *y1 = t1;
     }
-    *y0 = (float)t0;
-    if (two)
-        *y1 = (float)t1;
 }
 
-/* F32 weights: kernel_avx2_dot_f32's arithmetic (as s_f16_tile, the tail in float). */
 static inline __attribute__((always_inline)) void
-s_f32_tile(const float *w, const float *x0, const float *x1, int64_t n, float *y0, float *y1,
-           const bool two, const bool prefetch)
-{
-    __m256 a0[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-    __m256 a1[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-    const int64_t np = n & ~(int64_t)31;
-    for (int64_t i = 0; i < np; i += 32) {
-        if (prefetch)
-            _mm_prefetch((const char *)(w + i) + 2 * F16_PREFETCH_BYTES, _MM_HINT_T0);
-#pragma GCC unroll 4
-        for (int j = 0; j < 4; j++) {
-            const __m256 wv = _mm256_loadu_ps(w + i + 8 * j);
-            a0[j] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x0 + i + 8 * j), a0[j]);
-            if (two)
-                a1[j] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x1 + i + 8 * j), a1[j]);
-        }
-    }
-    float t0 = s_reduce4(a0), t1 = two ? s_reduce4(a1) : 0.0f;
-    for (int64_t i = np; i < n; i++) {
-        t0 += w[i] * x0[i];
-        if (two)
-            t1 += w[i] * x1[i];
-    }
-    *y0 = t0;
-    if (two)
-        *y1 = t1;
-}
-
-void kernel_avx2_matmul_f32(const weight *w, const kernel_act *act, float *out, int64_t out_stride,
-                            int64_t row_begin, int64_t row_end)
+s_matmul_rows(const weight *w, const float *x, int64_t n_rows, const bool f16, float *out,
+              int64_t out_stride, int64_t row_begin, int64_t row_end)
 {
     const int64_t n = w->cols;
-    const float *x = act->data;
     for (int64_t i = row_begin; i < row_end; i++) {
-        const float *wrow = (const float *)((const uint8_t *)w->data + (size_t)i * w->row_bytes);
-        if (act->n_rows == 1) {
-            s_f32_tile(wrow, x, NULL, n, out + i, NULL, false, true);
+        const void *wrow = (const uint8_t *)w->data + (size_t)i * w->row_bytes;
+        if (n_rows == 1) {
+            s_row_tile(wrow, f16, x, NULL, n, out + i, NULL, false, true);
             continue;
         }
         int64_t r = 0;
-        for (; r + 2 <= act->n_rows; r += 2)
-            s_f32_tile(wrow, x + r * n, x + (r + 1) * n, n, out + r * out_stride + i,
+        for (; r + 2 <= n_rows; r += 2)
+            s_row_tile(wrow, f16, x + r * n, x + (r + 1) * n, n, out + r * out_stride + i,
                        out + (r + 1) * out_stride + i, true, false);
-        if (r < act->n_rows)
-            s_f32_tile(wrow, x + r * n, NULL, n, out + r * out_stride + i, NULL, false, false);
+        if (r < n_rows)
+            s_row_tile(wrow, f16, x + r * n, NULL, n, out + r * out_stride + i, NULL, false, false);
     }
 }
 
 void kernel_avx2_matmul_f16(const weight *w, const kernel_act *act, float *out, int64_t out_stride,
                             int64_t row_begin, int64_t row_end)
 {
-    const int64_t n = w->cols;
-    const float *x = act->data_f32;
-    for (int64_t i = row_begin; i < row_end; i++) {
-        const uint16_t *wrow = (const uint16_t *)((const uint8_t *)w->data + (size_t)i * w->row_bytes);
-        if (act->n_rows == 1) {
-            s_f16_tile(wrow, x, NULL, n, out + i, NULL, false, true);
-            continue;
-        }
-        int64_t r = 0;
-        for (; r + 2 <= act->n_rows; r += 2)
-            s_f16_tile(wrow, x + r * n, x + (r + 1) * n, n, out + r * out_stride + i,
-                       out + (r + 1) * out_stride + i, true, false);
-        if (r < act->n_rows)
-            s_f16_tile(wrow, x + r * n, NULL, n, out + r * out_stride + i, NULL, false, false);
-    }
+    s_matmul_rows(w, act->data_f32, act->n_rows, true, out, out_stride, row_begin, row_end);
+}
+
+void kernel_avx2_matmul_f32(const weight *w, const kernel_act *act, float *out, int64_t out_stride,
+                            int64_t row_begin, int64_t row_end)
+{
+    s_matmul_rows(w, act->data, act->n_rows, false, out, out_stride, row_begin, row_end);
 }
 
 static inline __m256 s_load_bf16(const uint16_t *p)

@@ -2,27 +2,14 @@
 import assert from "node:assert/strict";
 import {execFile, execFileSync} from "node:child_process";
 import fs from "node:fs";
-import net from "node:net";
 import path from "node:path";
 import {after, before, describe, test} from "node:test";
 import {promisify} from "node:util";
 
-import {inProcessText, MODEL_NAME, openaiClass, Pipeline, root} from "./lib.mjs";
+import {freePort, inProcessText, MODEL_NAME, openaiClass, Pipeline, root} from "./lib.mjs";
 
 const llorch = path.join(root, "build/bin/llorch");
 const execFileP = promisify(execFile);
-
-// A free TCP port on 127.0.0.1 (free when asked).
-function freePort() {
-    return new Promise((resolve, reject) => {
-        const srv = net.createServer();
-        srv.once("error", reject);
-        srv.listen(0, "127.0.0.1", () => {
-            const {port} = srv.address();
-            srv.close(() => resolve(port));
-        });
-    });
-}
 
 // The router's private folders for its HTTP server (/tmp/llorch-router-<pid>-*).
 function privateDirs(pid) {

@@ -160,7 +160,7 @@ export class Pipeline {
 }
 
 // A free TCP port on 127.0.0.1 (free when asked; another process could take it after).
-async function freePort() {
+export async function freePort() {
     const net = await import("node:net");
     return new Promise((resolve, reject) => {
         const srv = net.createServer();
