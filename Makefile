@@ -20,8 +20,11 @@ LDFLAGS_ALL += -fsanitize=address,undefined
 endif
 
 # Per-file instruction sets: kernels_<isa>.c is compiled for that ISA only and
-# chosen at run time from the CPU's features.
-ISA_avx2 := -mavx2 -mfma -mf16c
+# chosen at run time from the CPU's features. The kernels' functions and loops start on
+# 64-byte boundaries: where the hot loop of the matrix x vector product falls against
+# them moved decode speed by 10-20% on Zen3 between binaries linking the same object
+# (llorch-worker ran 15% slower than llorch before this).
+ISA_avx2 := -mavx2 -mfma -mf16c -falign-functions=64 -falign-loops=64
 ISA_avx512 := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mavx2 -mfma -mf16c
 
 CORE_SRC := $(wildcard common/*.c) $(wildcard proto/*.c)
