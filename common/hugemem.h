@@ -35,6 +35,10 @@ void hugemem_unmap(void *p, size_t bytes);
  * cannot do it); never fails otherwise. */
 size_t hugemem_collapse(void *p, size_t bytes);
 
+/* The memory the kernel says could be had without swapping (MemAvailable of
+ * /proc/meminfo, which counts the page cache it can drop), in bytes; -1 when unknown. */
+long long hugemem_available(void);
+
 /* Bytes of [p, p + bytes) this process maps with 2 MiB entries, from
  * /proc/self/smaps (for logs and tests); -1 when it cannot be read. */
 long long hugemem_mapped_huge(const void *p, size_t bytes);

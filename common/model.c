@@ -288,6 +288,9 @@ model *model_from_tensors(const model_config *cfg, const gguf_tensor *tensors, s
 
 /* Bytes read per call. */
 #define PLACE_STEP_BYTES ((size_t)64 << 20)
+/* Memory left to the rest of the process (KV cache, scratch) and the system when the
+ * weights are copied. */
+#define PLACE_RESERVE_BYTES ((size_t)512 << 20)
 
 /* Reads n bytes at `offset` of fd into dst. Returns 0, or -1 with errno. */
 static int s_pread_all(int fd, uint8_t *dst, size_t n, uint64_t offset)
@@ -316,6 +319,13 @@ int model_place_weights(model *m, llorch_error *err)
         total += ((size_t)m->tensors[i].n_bytes + 63) & ~(size_t)63;
     if (total == 0)
         return 0;
+    /* The copy must fit beside everything else: the page cache of the file it is read
+     * from can be dropped (MemAvailable counts it), but a copy that does not fit would
+     * bring the OOM killer instead of an error. */
+    const long long avail = hugemem_available();
+    if (avail >= 0 && (long long)total > avail - (long long)(PLACE_RESERVE_BYTES))
+        return llorch_error_set(err, "%.1f MB of weights but %.1f MB of memory available",
+                                total / 1e6, avail / 1e6);
     gguf_tensor *placed = malloc(m->n_tensors * sizeof *placed);
     if (!placed)
         return llorch_error_set(err, "out of memory for the tensor table");

@@ -103,7 +103,8 @@ model *model_from_tensors(const model_config *cfg, const gguf_tensor *tensors, s
  * streams its weights through huge pages instead of the page cache's 4 KiB ones (the
  * file's pages are dropped from this process as they are copied: its resident size
  * stays the model's). Call before stage_new. Returns 0, or -1 with err when the memory
- * cannot be had; the model then still reads from the mapping and works as before. */
+ * cannot be had (the copy and 512 MB beside it must fit in the memory the kernel calls
+ * available); the model then still reads from the mapping and works as before. */
 int model_place_weights(model *m, llorch_error *err);
 
 /* Frees the model (and closes its file when it owns one); sets *m to NULL. */
