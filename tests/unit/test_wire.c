@@ -754,6 +754,7 @@ static void test_zmq_pair_forward_with_frame(void **state)
     wire_msg_free(&raw);
     zmq_close(a), zmq_close(b);
     zmq_ctx_term(ctx);
+    unlink(endpoint + strlen("ipc://"));
 }
 
 static void test_zmq_dealer_router_replies_and_errors(void **state)
@@ -827,6 +828,7 @@ static void test_zmq_dealer_router_replies_and_errors(void **state)
     assert_int_equal(errno, EAGAIN);
     zmq_close(router), zmq_close(dealer);
     zmq_ctx_term(ctx);
+    unlink(endpoint + strlen("ipc://"));
 }
 
 int main(void)
