@@ -6,7 +6,6 @@
 #include <time.h>
 
 #include "kv_cache.h"
-#include "log.h"
 #include "stage.h"
 
 /* Rows of scratch for the prompt batch; longer prompts run in chunks of this many. */
@@ -19,7 +18,7 @@ static double s_now_ms(void)
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
-generator *generator_open(const char *path, bool place_weights, llorch_error *err)
+generator *generator_open(const char *path, llorch_error *err)
 {
     const double start = s_now_ms();
     generator *g = calloc(1, sizeof *g);
@@ -32,9 +31,6 @@ generator *generator_open(const char *path, bool place_weights, llorch_error *er
         generator_free(&g);
         return NULL;
     }
-    llorch_error place_err = {0};
-    if (place_weights && model_place_weights(g->m, &place_err) < 0)
-        log_warn("%s: the weights stay in the mapped file: %s", path, place_err.msg);
     g->tok = tokenizer_from_gguf(g->m->file, err);
     if (!g->tok) {
         llorch_error_prefix(err, "%s", path);

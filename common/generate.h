@@ -15,15 +15,14 @@
 typedef struct generator {
     model *m;
     tokenizer *tok;
-    double load_ms; /* time to open, validate and bind the file (and place the weights) */
+    double load_ms; /* time to open, validate and bind the file */
 } generator;
 
 /* Opens the GGUF file at path (model_open + tokenizer_from_gguf) and checks that the
- * vocabulary matches the embedding. With place_weights the weights are copied onto
- * huge pages (model_place_weights: faster generation, a slower start; when the memory
- * cannot be had a warning is logged and they are read from the mapped file). NULL with
- * err on any problem. Free with generator_free. */
-generator *generator_open(const char *path, bool place_weights, llorch_error *err);
+ * vocabulary matches the embedding. The weights are read from the mapped file until
+ * model_place_weights(g->m) copies them onto huge pages (add its time to load_ms).
+ * NULL with err on any problem. Free with generator_free. */
+generator *generator_open(const char *path, llorch_error *err);
 
 /* Frees the model and tokenizer; sets *g to NULL. Safe on NULL. */
 void generator_free(generator **g);

@@ -46,6 +46,30 @@ static void s_usage(FILE *out)
             "Environment: LLORCH_ISA=scalar|avx2 chooses the kernel variant.\n");
 }
 
+/* Models at least this large say so while their weights are copied (seconds). */
+#define PLACE_NOTICE_BYTES ((uint64_t)512 << 20)
+
+/* Copies the weights onto huge pages (model_place_weights), saying so on stderr for a
+ * large model, whose copy takes seconds; when the memory cannot be had the weights stay
+ * in the mapped file, with a warning. The time counts as load time. */
+static void s_place_weights(generator *g)
+{
+    uint64_t bytes = 0;
+    for (size_t i = 0; i < g->m->n_tensors; i++)
+        bytes += g->m->tensors[i].n_bytes;
+    const bool notice = bytes >= PLACE_NOTICE_BYTES;
+    if (notice)
+        fprintf(stderr, "llorch: copying %.1f GB of weights onto 2 MiB pages (--mmap skips "
+                        "this)...\n", bytes / 1e9);
+    const int64_t t0 = proc_now_ms();
+    llorch_error err = {0};
+    if (model_place_weights(g->m, &err) < 0)
+        fprintf(stderr, "llorch: warning: the weights stay in the mapped file: %s\n", err.msg);
+    else if (notice)
+        fprintf(stderr, "llorch: weights copied in %.1f s\n", (proc_now_ms() - t0) / 1000.0);
+    g->load_ms += (double)(proc_now_ms() - t0);
+}
+
 static int s_parse_int(const char *opt, const char *s, long min, long max, long *out)
 {
     llorch_error err = {0};
@@ -158,11 +182,13 @@ int cmd_generate(int argc, char **argv)
     p.threads = (int)threads;
     p.top_k_probs = (int)top;
 
-    generator *g = generator_open(model_path, !use_mmap, &err);
+    generator *g = generator_open(model_path, &err);
     if (!g) {
         fprintf(stderr, "llorch generate: %s\n", err.msg);
         return 1;
     }
+    if (!use_mmap)
+        s_place_weights(g);
     generate_result r;
     int rc = generate_run(g, &p, json ? NULL : s_stream_text, NULL, &r, &err);
     if (rc < 0) {
