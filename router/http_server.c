@@ -39,8 +39,10 @@ typedef struct s_stream {
 
 /* ---- responses ---- */
 
+/* Queues body (malloc'd, freed here) with its type and one more header when header is
+ * not NULL (Retry-After, Allow). */
 static enum MHD_Result s_send(struct MHD_Connection *c, int status, const char *type, char *body,
-                              const char *retry_after)
+                              const char *header, const char *value)
 {
     if (!body)
         return MHD_NO;
@@ -51,8 +53,8 @@ static enum MHD_Result s_send(struct MHD_Connection *c, int status, const char *
         return MHD_NO;
     }
     MHD_add_response_header(r, "Content-Type", type);
-    if (retry_after)
-        MHD_add_response_header(r, "Retry-After", retry_after);
+    if (header)
+        MHD_add_response_header(r, header, value);
     if (status == 401)
         MHD_add_response_header(r, "WWW-Authenticate", "Bearer");
     enum MHD_Result rc = MHD_queue_response(c, (unsigned)status, r);
@@ -66,15 +68,16 @@ static enum MHD_Result s_json(http_server *srv, struct MHD_Connection *c, const 
     char *body = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
     http_metrics_request(&srv->metrics, endpoint, status);
-    return s_send(c, status, "application/json", body, status == 503 ? "1" : NULL);
+    return s_send(c, status, "application/json", body, status == 503 ? "Retry-After" : NULL, "1");
 }
 
 static enum MHD_Result s_fail(http_server *srv, struct MHD_Connection *c, const char *endpoint,
                               const http_fail *f)
 {
     http_metrics_request(&srv->metrics, endpoint, f->status);
-    const char *retry = f->status == 429 || f->status == 503 ? "1" : NULL;
-    return s_send(c, f->status, "application/json", http_fail_json(f), retry);
+    const bool retry = f->status == 429 || f->status == 503;
+    return s_send(c, f->status, "application/json", http_fail_json(f),
+                  retry ? "Retry-After" : NULL, "1");
 }
 
 /* ---- the client's socket ---- */
@@ -437,7 +440,7 @@ static enum MHD_Result s_metrics(http_server *srv, struct MHD_Connection *c)
     const bool ok = ready && http_router_stats(srv, 0, st, HTTP_STATS_CAP, &n, err, sizeof err) == 0;
     http_metrics_request(&srv->metrics, "/metrics", 200);
     char *text = http_metrics_render(&srv->metrics, active, queued, ready, st, n, ok);
-    return s_send(c, 200, "text/plain; version=0.0.4; charset=utf-8", text, NULL);
+    return s_send(c, 200, "text/plain; version=0.0.4; charset=utf-8", text, NULL, NULL);
 }
 
 static json_t *s_model_object(http_server *srv)
@@ -480,20 +483,7 @@ static enum MHD_Result s_method_not_allowed(http_server *srv, struct MHD_Connect
     http_fail_set(&f, 405, "invalid_request_error", "method_not_allowed", NULL,
                   "%s takes %s, not %s", endpoint, allow, method);
     http_metrics_request(&srv->metrics, endpoint, 405);
-    char *body = http_fail_json(&f);
-    if (!body)
-        return MHD_NO;
-    struct MHD_Response *r =
-        MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE);
-    if (!r) {
-        free(body);
-        return MHD_NO;
-    }
-    MHD_add_response_header(r, "Content-Type", "application/json");
-    MHD_add_response_header(r, "Allow", allow);
-    enum MHD_Result rc = MHD_queue_response(c, 405, r);
-    MHD_destroy_response(r);
-    return rc;
+    return s_send(c, 405, "application/json", http_fail_json(&f), "Allow", allow);
 }
 
 static enum MHD_Result s_access(void *cls, struct MHD_Connection *c, const char *url,
