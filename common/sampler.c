@@ -87,11 +87,11 @@ static uint64_t s_os_seed(void)
 sampler_params sampler_params_default(void)
 {
     sampler_params p = {
-        .temperature = 0.8f,
-        .top_k = 40,
-        .top_p = 0.95f,
-        .min_p = 0.05f,
-        .penalty_last_n = 64,
+        .temperature = SAMPLER_DEFAULT_TEMPERATURE,
+        .top_k = SAMPLER_DEFAULT_TOP_K,
+        .top_p = SAMPLER_DEFAULT_TOP_P,
+        .min_p = SAMPLER_DEFAULT_MIN_P,
+        .penalty_last_n = SAMPLER_DEFAULT_PENALTY_LAST_N,
         .repeat_penalty = 1.0f,
         .frequency_penalty = 0.0f,
         .presence_penalty = 0.0f,

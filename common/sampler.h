@@ -10,6 +10,14 @@
  * (different on every run), as llama.cpp's default seed does. */
 #define SAMPLER_SEED_RANDOM UINT64_MAX
 
+/* The defaults (llama.cpp's common ones), for sampler_params_default and for every other
+ * place that spells sampling parameters (the wire's submit). */
+#define SAMPLER_DEFAULT_TEMPERATURE 0.8f
+#define SAMPLER_DEFAULT_TOP_K 40
+#define SAMPLER_DEFAULT_TOP_P 0.95f
+#define SAMPLER_DEFAULT_MIN_P 0.05f
+#define SAMPLER_DEFAULT_PENALTY_LAST_N 64
+
 /* What a sampler does to the logits of one step, in this order (llama.cpp's common
  * sampler chain): penalties -> top-k -> top-p -> min-p -> temperature -> draw.
  * The filters (top-k, top-p, min-p) see the penalised logits at temperature 1;

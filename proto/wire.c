@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "sampler.h"
+
 static const char *const s_type_names[WIRE_TYPE_COUNT] = {
     [WIRE_REGISTER] = "register",     [WIRE_REGISTER_ACK] = "register_ack",
     [WIRE_HEARTBEAT] = "heartbeat",   [WIRE_FORWARD] = "forward",
@@ -43,15 +45,15 @@ const char *wire_stop_reason_name(int reason)
 wire_sampling wire_sampling_default(void)
 {
     wire_sampling s = {
-        .temperature = 0.8f,
-        .top_k = 40,
-        .top_p = 0.95f,
-        .min_p = 0.05f,
-        .penalty_last_n = 64,
+        .temperature = SAMPLER_DEFAULT_TEMPERATURE,
+        .top_k = SAMPLER_DEFAULT_TOP_K,
+        .top_p = SAMPLER_DEFAULT_TOP_P,
+        .min_p = SAMPLER_DEFAULT_MIN_P,
+        .penalty_last_n = SAMPLER_DEFAULT_PENALTY_LAST_N,
         .repeat_penalty = 1.0f,
         .frequency_penalty = 0.0f,
         .presence_penalty = 0.0f,
-        .seed = UINT64_MAX,
+        .seed = SAMPLER_SEED_RANDOM,
     };
     return s;
 }

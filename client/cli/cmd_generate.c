@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "generate_options.h"
 #include "generate_output.h"
 #include "proc.h"
 #include "generate.h"
@@ -70,24 +71,6 @@ static void s_place_weights(generator *g)
     g->load_ms += (double)(proc_now_ms() - t0);
 }
 
-static int s_parse_int(const char *opt, const char *s, long min, long max, long *out)
-{
-    llorch_error err = {0};
-    if (proc_parse_long(opt, s, min, max, out, &err) == 0)
-        return 0;
-    fprintf(stderr, "llorch generate: %s\n", err.msg);
-    return -1;
-}
-
-static int s_parse_float(const char *opt, const char *s, float *out)
-{
-    llorch_error err = {0};
-    if (proc_parse_float(opt, s, out, &err) == 0)
-        return 0;
-    fprintf(stderr, "llorch generate: %s\n", err.msg);
-    return -1;
-}
-
 static int s_stream_text(void *user, const char *text, size_t len)
 {
     (void)user;
@@ -109,7 +92,6 @@ int cmd_generate(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        long n;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             s_usage(stdout);
             return 0;
@@ -131,33 +113,24 @@ int cmd_generate(int argc, char **argv)
             s_usage(stderr);
             return 2;
         }
+        const int sampling = generate_opt_sampling(a, v, &p.sampling);
+        if (sampling != 0) {
+            if (sampling < 0)
+                return 2;
+            i++;
+            continue;
+        }
         int bad = 0;
         if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
             model_path = v;
         } else if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) {
             prompt = v;
         } else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) {
-            bad = s_parse_int(a, v, 0, 1 << 24, &n_predict);
-        } else if (!strcmp(a, "--temp")) {
-            bad = s_parse_float(a, v, &p.sampling.temperature);
-        } else if (!strcmp(a, "--top-k")) {
-            bad = s_parse_int(a, v, 0, 1 << 24, &n);
-            p.sampling.top_k = (int)n;
-        } else if (!strcmp(a, "--top-p")) {
-            bad = s_parse_float(a, v, &p.sampling.top_p);
-        } else if (!strcmp(a, "--min-p")) {
-            bad = s_parse_float(a, v, &p.sampling.min_p);
-        } else if (!strcmp(a, "--repeat-penalty")) {
-            bad = s_parse_float(a, v, &p.sampling.repeat_penalty);
-        } else if (!strcmp(a, "--seed")) {
-            llorch_error err = {0};
-            bad = proc_parse_seed(a, v, &p.sampling.seed, &err);
-            if (bad)
-                fprintf(stderr, "llorch generate: %s\n", err.msg);
+            bad = generate_opt_long(a, v, 0, 1 << 24, &n_predict);
         } else if (!strcmp(a, "--threads") || !strcmp(a, "-t")) {
-            bad = s_parse_int(a, v, 1, 256, &threads);
+            bad = generate_opt_long(a, v, 1, 256, &threads);
         } else if (!strcmp(a, "--top")) {
-            bad = s_parse_int(a, v, 0, 1000, &top);
+            bad = generate_opt_long(a, v, 0, 1000, &top);
         } else {
             fprintf(stderr, "llorch generate: unknown option %s\n\n", a);
             s_usage(stderr);

@@ -9,6 +9,7 @@
 
 #include "cli.h"
 #include "generate.h"
+#include "generate_options.h"
 #include "generate_output.h"
 #include "gguf.h"
 #include "lib/llorch.h"
@@ -64,25 +65,6 @@ static void s_usage(FILE *out)
             "  --timeout-ms MS         give up when the router is silent this long (default:\n"
             "                          wait)\n"
             "  -h, --help              this help\n");
-}
-
-static int s_float(const char *opt, const char *v, float *out)
-{
-    llorch_error err = {0};
-    if (proc_parse_float(opt, v, out, &err) == 0)
-        return 0;
-    fprintf(stderr, "llorch generate: %s\n", err.msg);
-    return -1;
-}
-
-static int s_long(const char *opt, const char *v, long min, long max, long *out)
-{
-    llorch_error err = {0};
-    if (proc_parse_long(opt, v, min, max, out, &err) != 0) {
-        fprintf(stderr, "llorch generate: %s\n", err.msg);
-        return -1;
-    }
-    return 0;
 }
 
 static int s_on_token(void *user, const llorch_token *t)
@@ -155,6 +137,7 @@ int cmd_generate_remote(int argc, char **argv)
     up_opts up = {.quiet = true};
     llorch_params p;
     llorch_params_init(&p);
+    sampler_params sp = sampler_params_default(); /* the same defaults as p's */
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -182,7 +165,13 @@ int cmd_generate_remote(int argc, char **argv)
             s_usage(stderr);
             return 2;
         }
-        long n = 0;
+        const int sampling = generate_opt_sampling(a, v, &sp);
+        if (sampling != 0) {
+            if (sampling < 0)
+                return 2;
+            i++;
+            continue;
+        }
         int bad = 0;
         if (!strcmp(a, "-m") || !strcmp(a, "--model")) model_path = v;
         else if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) prompt = v;
@@ -190,22 +179,11 @@ int cmd_generate_remote(int argc, char **argv)
         else if (!strcmp(a, "--curve-key")) curve_key = v;
         else if (!strcmp(a, "--curve-server-public")) curve_server = v;
         else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict"))
-            bad = s_long(a, v, 0, 1 << 20, &n_predict);
-        else if (!strcmp(a, "--temp")) bad = s_float(a, v, &p.temperature);
-        else if (!strcmp(a, "--top-k")) {
-            bad = s_long(a, v, 0, 1 << 24, &n);
-            p.top_k = (int)n;
-        } else if (!strcmp(a, "--top-p")) bad = s_float(a, v, &p.top_p);
-        else if (!strcmp(a, "--min-p")) bad = s_float(a, v, &p.min_p);
-        else if (!strcmp(a, "--repeat-penalty")) bad = s_float(a, v, &p.repeat_penalty);
-        else if (!strcmp(a, "--seed")) {
-            llorch_error err = {0};
-            bad = proc_parse_seed(a, v, &p.seed, &err);
-            if (bad)
-                fprintf(stderr, "llorch generate: %s\n", err.msg);
-        } else if (!strcmp(a, "--threads") || !strcmp(a, "-t")) bad = s_long(a, v, 1, 256, &threads);
-        else if (!strcmp(a, "--top")) bad = s_long(a, v, 0, 32, &top);
-        else if (!strcmp(a, "--timeout-ms")) bad = s_long(a, v, 0, 1L << 30, &timeout_ms);
+            bad = generate_opt_long(a, v, 0, 1 << 20, &n_predict);
+        else if (!strcmp(a, "--threads") || !strcmp(a, "-t"))
+            bad = generate_opt_long(a, v, 1, 256, &threads);
+        else if (!strcmp(a, "--top")) bad = generate_opt_long(a, v, 0, 32, &top);
+        else if (!strcmp(a, "--timeout-ms")) bad = generate_opt_long(a, v, 0, 1L << 30, &timeout_ms);
         else if (!strcmp(a, "--stop")) {
             if (n_stop == REMOTE_MAX_STOP) {
                 fprintf(stderr, "llorch generate: at most %d --stop strings\n", REMOTE_MAX_STOP);
@@ -221,6 +199,12 @@ int cmd_generate_remote(int argc, char **argv)
             return 2;
         i++;
     }
+    p.temperature = sp.temperature;
+    p.top_k = sp.top_k;
+    p.top_p = sp.top_p;
+    p.min_p = sp.min_p;
+    p.repeat_penalty = sp.repeat_penalty;
+    p.seed = sp.seed;
     if (!prompt || (!router_ep && !model_path)) {
         fprintf(stderr, "llorch generate: -p PROMPT, and --router EP or -m MODEL --workers K, "
                         "are required\n\n");
