@@ -125,6 +125,30 @@ static int s_map_segment(worker_weights *w, const wire_manifest *mf, llorch_erro
     return 0;
 }
 
+/* Every record's bytes (records[i].data) against the manifest's BLAKE2b-256 digest;
+ * `what` names the bytes and `cause` the likely reason in the message of a mismatch
+ * (errno EBADMSG). A stop signal ends the check (errno EINTR). 0, or -1 with err. */
+static int s_check_digests(const worker_weights *w, const uint8_t (*digests)[WIRE_DIGEST_BYTES],
+                           const char *what, const char *cause, llorch_error *err)
+{
+    for (size_t i = 0; i < w->n_records; i++) {
+        if (proc_stop_signal()) {
+            errno = EINTR;
+            return llorch_error_set(err, "stopped by signal %d while checking digests",
+                                    proc_stop_signal());
+        }
+        uint8_t d[WIRE_DIGEST_BYTES];
+        crypto_generichash(d, sizeof d, w->records[i].data, w->records[i].n_bytes, NULL, 0);
+        if (sodium_memcmp(d, digests[i], sizeof d) != 0) {
+            errno = EBADMSG;
+            return llorch_error_set(err, "tensor %s: %s do not match the manifest's BLAKE2b-256 "
+                                    "digest (%s); refusing to serve", w->records[i].name, what,
+                                    cause);
+        }
+    }
+    return 0;
+}
+
 typedef struct fetch_req {
     uint32_t tensor;  /* manifest index */
     size_t record;
@@ -246,19 +270,11 @@ static int s_fetch(worker_weights *w, void *sock, const uint32_t *index,
             last_decile = decile;
         }
     }
-    for (size_t i = 0; i < w->n_records; i++) {
-        uint8_t d[WIRE_DIGEST_BYTES];
-        crypto_generichash(d, sizeof d, (const uint8_t *)buf + offsets[i],
-                           w->records[i].n_bytes, NULL, 0);
-        if (sodium_memcmp(d, digests[i], sizeof d) != 0) {
-            errno = EBADMSG;
-            llorch_error_set(err, "tensor %s: the fetched bytes do not match the manifest's "
-                             "BLAKE2b-256 digest (corrupted in transit or by the loader); "
-                             "refusing to serve", w->records[i].name);
-            goto out;
-        }
+    for (size_t i = 0; i < w->n_records; i++)
         w->records[i].data = (const uint8_t *)buf + offsets[i];
-    }
+    if (s_check_digests(w, digests, "the fetched bytes", "corrupted in transit or by the loader",
+                        err) < 0)
+        goto out;
     log_info("fetched and verified %zu tensors, %.1f MB in %.0f ms", w->n_records,
              got_bytes / 1e6, (double)(proc_now_ms() - t0));
     rc = 0;
@@ -317,22 +333,13 @@ static int s_verify_mapped(const worker_weights *w, const uint8_t (*digests)[WIR
                            const char *segment, llorch_error *err)
 {
     const int64_t t0 = proc_now_ms();
+    char where[WIRE_MAX_ENDPOINT_BYTES + 32];
+    snprintf(where, sizeof where, "its bytes in segment %s", segment);
+    if (s_check_digests(w, digests, where, "the segment changed after loading", err) < 0)
+        return -1;
     uint64_t bytes = 0;
-    for (size_t i = 0; i < w->n_records && !proc_stop_signal(); i++) {
-        uint8_t d[WIRE_DIGEST_BYTES];
-        crypto_generichash(d, sizeof d, w->records[i].data, w->records[i].n_bytes, NULL, 0);
-        if (sodium_memcmp(d, digests[i], sizeof d) != 0) {
-            errno = EBADMSG;
-            return llorch_error_set(err, "tensor %s: its bytes in segment %s do not match the "
-                                    "manifest's BLAKE2b-256 digest (the segment changed after "
-                                    "loading); refusing to serve", w->records[i].name, segment);
-        }
+    for (size_t i = 0; i < w->n_records; i++)
         bytes += w->records[i].n_bytes;
-    }
-    if (proc_stop_signal()) {
-        errno = EINTR;
-        return llorch_error_set(err, "stopped by signal %d while verifying", proc_stop_signal());
-    }
     log_info("verified %zu tensors in the segment, %.1f MB in %lld ms", w->n_records,
              bytes / 1e6, (long long)(proc_now_ms() - t0));
     return 0;
