@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "hugemem.h"
+#include "proc.h"
 
 /* An optional u32 key: *out keeps its default when the key is absent. */
 static int s_get_u32_opt(const gguf_file *f, const char *key, uint32_t *out, llorch_error *err)
@@ -286,29 +287,9 @@ model *model_from_tensors(const model_config *cfg, const gguf_tensor *tensors, s
     return m;
 }
 
-/* Bytes read per call. */
-#define PLACE_STEP_BYTES ((size_t)64 << 20)
 /* Memory left to the rest of the process (KV cache, scratch) and the system when the
  * weights are copied. */
 #define PLACE_RESERVE_BYTES ((size_t)512 << 20)
-
-/* Reads n bytes at `offset` of fd into dst. Returns 0, or -1 with errno. */
-static int s_pread_all(int fd, uint8_t *dst, size_t n, uint64_t offset)
-{
-    for (size_t got = 0; got < n;) {
-        const size_t want = n - got < PLACE_STEP_BYTES ? n - got : PLACE_STEP_BYTES;
-        const ssize_t r = pread(fd, dst + got, want, (off_t)(offset + got));
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0) {
-            if (r == 0)
-                errno = EIO; /* the file shrank */
-            return -1;
-        }
-        got += (size_t)r;
-    }
-    return 0;
-}
 
 int model_place_weights(model *m, llorch_error *err)
 {
@@ -351,7 +332,7 @@ int model_place_weights(model *m, llorch_error *err)
         const uint8_t *src = m->tensors[i].data;
         if (fd < 0) {
             memcpy(arena + at, src, n);
-        } else if (s_pread_all(fd, arena + at, n, (uint64_t)(src - f->base)) < 0) {
+        } else if (proc_pread_all(fd, arena + at, n, (uint64_t)(src - f->base)) < 0) {
             /* not the mapping instead: a file that shrank would fault on it */
             llorch_error_set(err, "cannot read tensor %s from %s: %s", m->tensors[i].name,
                              f->path, strerror(errno));

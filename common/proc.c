@@ -6,6 +6,7 @@
 #include <math.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -230,6 +231,24 @@ int proc_run_dirs_sweep(const char *base, const char *prefix)
     }
     closedir(d);
     return removed;
+}
+
+int proc_pread_all(int fd, void *buf, size_t n, uint64_t offset)
+{
+    const size_t piece = (size_t)64 << 20;
+    for (size_t got = 0; got < n;) {
+        const size_t want = n - got < piece ? n - got : piece;
+        const ssize_t r = pread(fd, (uint8_t *)buf + got, want, (off_t)(offset + got));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            if (r == 0)
+                errno = EIO; /* the file ended first */
+            return -1;
+        }
+        got += (size_t)r;
+    }
+    return 0;
 }
 
 bool proc_endpoint_in_use(const char *endpoint)

@@ -63,6 +63,11 @@ int proc_run_dirs_sweep(const char *base, const char *prefix);
  * before binding to refuse instead. tcp:// binds fail by themselves (EADDRINUSE). */
 bool proc_endpoint_in_use(const char *endpoint);
 
+/* Reads exactly n bytes at offset of fd into buf, going on after EINTR and short reads
+ * (in pieces of at most 64 MB). Returns 0, or -1 with errno (EIO when the file ends
+ * first). */
+int proc_pread_all(int fd, void *buf, size_t n, uint64_t offset);
+
 /* Milliseconds of CLOCK_MONOTONIC. */
 int64_t proc_now_ms(void);
 

@@ -60,17 +60,10 @@ static void s_fail(atomic_int *slot, int e)
 /* Reads n bytes at offset of fd into buf, or records why not. */
 static bool s_read(pass *p, uint8_t *buf, uint64_t n, uint64_t offset)
 {
-    for (uint64_t got = 0; got < n;) {
-        ssize_t r = pread(p->src, buf + got, n - got, (off_t)(offset + got));
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0) {
-            s_fail(&p->read_errno, r < 0 ? errno : EIO);
-            return false;
-        }
-        got += (uint64_t)r;
-    }
-    return true;
+    if (proc_pread_all(p->src, buf, n, offset) == 0)
+        return true;
+    s_fail(&p->read_errno, errno);
+    return false;
 }
 
 static uint64_t s_file_offset(const pass *p, uint64_t i)

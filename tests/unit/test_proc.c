@@ -1,5 +1,6 @@
 /* test_proc.c - option parsers and run directories shared by the process binaries. */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -75,11 +76,38 @@ static void test_sweep_removes_only_dead_processes_dirs(void **state)
     assert_int_equal(rmdir(base), 0);
 }
 
+/* The whole range, from any offset; a range past the end is EIO, not a short read. */
+static void test_pread_all_reads_everything_or_fails(void **state)
+{
+    (void)state;
+    const char *path = test_tmp_path(".bin");
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    uint8_t data[10000];
+    for (size_t i = 0; i < sizeof data; i++)
+        data[i] = (uint8_t)(i * 7);
+    assert_int_equal(fwrite(data, 1, sizeof data, f), sizeof data);
+    fclose(f);
+    int fd = open(path, O_RDONLY);
+    assert_true(fd >= 0);
+    uint8_t got[sizeof data];
+    assert_int_equal(proc_pread_all(fd, got, sizeof data, 0), 0);
+    assert_memory_equal(got, data, sizeof data);
+    assert_int_equal(proc_pread_all(fd, got, 100, 9000), 0);
+    assert_memory_equal(got, data + 9000, 100);
+    errno = 0;
+    assert_int_equal(proc_pread_all(fd, got, 100, 9950), -1);
+    assert_int_equal(errno, EIO);
+    close(fd);
+    unlink(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse_numbers_and_ranges),
         cmocka_unit_test(test_sweep_removes_only_dead_processes_dirs),
+        cmocka_unit_test(test_pread_all_reads_everything_or_fails),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
