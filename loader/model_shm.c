@@ -29,21 +29,23 @@
 #define LOADER_REGION_BYTES (32ull << 20)
 #define LOADER_MAX_THREADS 16
 
-/* One pass over all tensors (digest them, or copy them into the segment), spread over the
- * CPUs a tensor at a time; the calling thread reports progress once a second. Tensor
- * bytes are read from the file with pread, never through the mapping: a file cut short
- * while loading is a read error, not a SIGBUS. */
-typedef enum pass_kind { PASS_DIGEST, PASS_COPY } pass_kind;
-
+/* One pass over all tensors, spread over the CPUs a tensor at a time: each tensor is read
+ * from the file in steps, digested (BLAKE2b-256, in order) and written to its offset in the
+ * segment, so the file is read once. The calling thread reports progress once a second.
+ * Tensor bytes are read with pread, never through the mapping: a file cut short while
+ * loading is a read error, not a SIGBUS. write(2) into the segment, not memcpy into a
+ * mapping: no page fault per page, and a full /dev/shm is an error here instead of a
+ * SIGBUS. */
 typedef struct pass {
-    pass_kind kind;
     loader_model *lm;
     const gguf_file *f;
     int src;                     /* the GGUF file */
-    int fd;                      /* the segment (PASS_COPY) */
-    uint8_t *map;                /* the segment mapped, for MADV_COLLAPSE (PASS_COPY) */
-    atomic_uint_fast64_t next_tensor; /* PASS_DIGEST: tensor; PASS_COPY: region */
-    atomic_uint_fast64_t huge_bytes;  /* PASS_COPY: bytes collapsed onto 2 MiB pages */
+    int fd;                      /* the segment */
+    uint8_t *map;                /* the segment mapped, for MADV_COLLAPSE */
+    atomic_uint_fast64_t *region_left; /* [n_regions] tensor bytes not yet written */
+    uint64_t n_regions;
+    atomic_uint_fast64_t next_tensor;
+    atomic_uint_fast64_t huge_bytes;  /* bytes collapsed onto 2 MiB pages */
     atomic_bool collapse_off;    /* the kernel refused once: stop asking */
     atomic_uint_fast64_t done_bytes;
     atomic_int running;
@@ -57,74 +59,70 @@ static void s_fail(atomic_int *slot, int e)
     atomic_compare_exchange_strong(slot, &zero, e ? e : EIO);
 }
 
-/* Reads n bytes at offset of fd into buf, or records why not. */
-static bool s_read(pass *p, uint8_t *buf, uint64_t n, uint64_t offset)
-{
-    if (proc_pread_all(p->src, buf, n, offset) == 0)
-        return true;
-    s_fail(&p->read_errno, errno);
-    return false;
-}
-
 static uint64_t s_file_offset(const pass *p, uint64_t i)
 {
     return (uint64_t)((const uint8_t *)p->f->tensors[i].data - p->f->base);
 }
 
-static void s_digest_tensor(pass *p, uint64_t i, uint8_t *buf)
+/* Moves segment region r ([r * LOADER_REGION_BYTES, + LOADER_REGION_BYTES)) onto 2 MiB
+ * pages (hugemem_collapse) as soon as all its tensor bytes are written, while its small
+ * pages are fresh: the pages it frees are reused by the next region, so the segment
+ * never needs twice its size, and on a VM this is much faster than collapsing the
+ * finished segment. */
+static void s_region_written(pass *p, uint64_t r, uint64_t n)
 {
-    const gguf_tensor *t = &p->f->tensors[i];
-    crypto_generichash_state st;
-    crypto_generichash_init(&st, NULL, 0, WIRE_DIGEST_BYTES);
-    for (uint64_t off = 0; off < t->n_bytes && !proc_stop_signal(); off += LOADER_STEP_BYTES) {
-        uint64_t n = t->n_bytes - off < LOADER_STEP_BYTES ? t->n_bytes - off : LOADER_STEP_BYTES;
-        if (!s_read(p, buf, n, s_file_offset(p, i) + off))
-            return;
-        crypto_generichash_update(&st, buf, n);
-        atomic_fetch_add(&p->done_bytes, n);
-    }
-    crypto_generichash_final(&st, p->lm->tensors[i].digest, WIRE_DIGEST_BYTES);
-}
-
-/* Copies the tensor bytes that fall into segment region r ([r * LOADER_REGION_BYTES,
- * + LOADER_REGION_BYTES)), then moves the region onto 2 MiB pages (hugemem_collapse)
- * while its small pages are fresh: the pages it frees are reused by the next region,
- * so the segment never needs twice its size, and on a VM this is much faster than
- * collapsing the finished segment. write(2) into the segment, not memcpy into a
- * mapping: no page fault per page, and a full /dev/shm is an error here instead of a
- * SIGBUS. */
-static void s_copy_region(pass *p, uint64_t r, uint8_t *buf)
-{
+    if (atomic_fetch_sub(&p->region_left[r], n) != n || atomic_load(&p->collapse_off))
+        return;
     const uint64_t r0 = r * LOADER_REGION_BYTES;
     const uint64_t r1 = r0 + LOADER_REGION_BYTES < p->lm->segment_bytes ? r0 + LOADER_REGION_BYTES
                                                                         : p->lm->segment_bytes;
-    for (uint64_t i = 0; i < p->f->n_tensors && !proc_stop_signal(); i++) {
-        const wire_tensor_info *ti = &p->lm->tensors[i];
-        const uint64_t lo = ti->offset > r0 ? ti->offset : r0;
-        const uint64_t hi = ti->offset + ti->n_bytes < r1 ? ti->offset + ti->n_bytes : r1;
-        for (uint64_t at = lo; at < hi; at += LOADER_STEP_BYTES) {
-            const uint64_t n = hi - at < LOADER_STEP_BYTES ? hi - at : LOADER_STEP_BYTES;
-            if (!s_read(p, buf, n, s_file_offset(p, i) + (at - ti->offset)))
-                return;
-            for (uint64_t put = 0; put < n;) {
-                ssize_t w = pwrite(p->fd, buf + put, n - put, (off_t)(at + put));
-                if (w < 0 && errno == EINTR)
-                    continue;
-                if (w <= 0) {
-                    s_fail(&p->write_errno, w < 0 ? errno : EIO);
-                    return;
-                }
-                put += (uint64_t)w;
-            }
-            atomic_fetch_add(&p->done_bytes, n);
+    const size_t got = hugemem_collapse(p->map + r0, r1 - r0);
+    atomic_fetch_add(&p->huge_bytes, got);
+    if (got == 0 && r1 - r0 >= 2 * HUGEMEM_PAGE)
+        atomic_store(&p->collapse_off, true); /* this kernel (or shmem_enabled=deny) */
+}
+
+/* Writes n bytes of buf at segment offset at, and accounts them to their regions. */
+static bool s_write(pass *p, const uint8_t *buf, uint64_t n, uint64_t at)
+{
+    for (uint64_t put = 0; put < n;) {
+        ssize_t w = pwrite(p->fd, buf + put, n - put, (off_t)(at + put));
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            s_fail(&p->write_errno, w < 0 ? errno : EIO);
+            return false;
         }
+        put += (uint64_t)w;
     }
-    if (!atomic_load(&p->collapse_off)) {
-        const size_t got = hugemem_collapse(p->map + r0, r1 - r0);
-        atomic_fetch_add(&p->huge_bytes, got);
-        if (got == 0 && r1 - r0 >= 2 * HUGEMEM_PAGE)
-            atomic_store(&p->collapse_off, true); /* this kernel (or shmem_enabled=deny) */
+    for (uint64_t lo = at; lo < at + n;) {
+        const uint64_t r = lo / LOADER_REGION_BYTES;
+        const uint64_t hi = (r + 1) * LOADER_REGION_BYTES < at + n ? (r + 1) * LOADER_REGION_BYTES
+                                                                   : at + n;
+        s_region_written(p, r, hi - lo);
+        lo = hi;
     }
+    return true;
+}
+
+static void s_load_tensor(pass *p, uint64_t i, uint8_t *buf)
+{
+    const wire_tensor_info *ti = &p->lm->tensors[i];
+    crypto_generichash_state st;
+    crypto_generichash_init(&st, NULL, 0, WIRE_DIGEST_BYTES);
+    for (uint64_t off = 0; off < ti->n_bytes && !proc_stop_signal(); off += LOADER_STEP_BYTES) {
+        const uint64_t n = ti->n_bytes - off < LOADER_STEP_BYTES ? ti->n_bytes - off
+                                                                 : LOADER_STEP_BYTES;
+        if (proc_pread_all(p->src, buf, n, s_file_offset(p, i) + off) != 0) {
+            s_fail(&p->read_errno, errno);
+            return;
+        }
+        crypto_generichash_update(&st, buf, n);
+        if (!s_write(p, buf, n, ti->offset + off))
+            return;
+        atomic_fetch_add(&p->done_bytes, n);
+    }
+    crypto_generichash_final(&st, p->lm->tensors[i].digest, WIRE_DIGEST_BYTES);
 }
 
 static void *s_pass_thread(void *arg)
@@ -133,38 +131,58 @@ static void *s_pass_thread(void *arg)
     uint8_t *buf = malloc(LOADER_STEP_BYTES);
     if (!buf)
         s_fail(&p->read_errno, ENOMEM);
-    const uint64_t n_items = p->kind == PASS_DIGEST
-                                 ? p->f->n_tensors
-                                 : (p->lm->segment_bytes + LOADER_REGION_BYTES - 1) / LOADER_REGION_BYTES;
     while (buf) {
         uint64_t i = atomic_fetch_add(&p->next_tensor, 1);
-        if (i >= n_items || proc_stop_signal() || atomic_load(&p->write_errno) ||
+        if (i >= p->f->n_tensors || proc_stop_signal() || atomic_load(&p->write_errno) ||
             atomic_load(&p->read_errno))
             break;
-        if (p->kind == PASS_DIGEST)
-            s_digest_tensor(p, i, buf);
-        else
-            s_copy_region(p, i, buf);
+        s_load_tensor(p, i, buf);
     }
     free(buf);
     atomic_fetch_sub(&p->running, 1);
     return NULL;
 }
 
-static int s_run_pass(loader_model *lm, const gguf_file *f, pass_kind kind, int fd, bool verbose,
+/* Counts each region's tensor bytes into p->region_left (allocated here). */
+static int s_regions(pass *p)
+{
+    p->n_regions = (p->lm->segment_bytes + LOADER_REGION_BYTES - 1) / LOADER_REGION_BYTES;
+    p->region_left = calloc(p->n_regions ? p->n_regions : 1, sizeof *p->region_left);
+    if (!p->region_left)
+        return -1;
+    for (uint64_t r = 0; r < p->n_regions; r++)
+        atomic_init(&p->region_left[r], 0);
+    for (uint64_t i = 0; i < p->f->n_tensors; i++) {
+        const wire_tensor_info *ti = &p->lm->tensors[i];
+        for (uint64_t lo = ti->offset; lo < ti->offset + ti->n_bytes;) {
+            const uint64_t r = lo / LOADER_REGION_BYTES;
+            const uint64_t end = ti->offset + ti->n_bytes;
+            const uint64_t hi = (r + 1) * LOADER_REGION_BYTES < end ? (r + 1) * LOADER_REGION_BYTES
+                                                                    : end;
+            atomic_fetch_add(&p->region_left[r], hi - lo);
+            lo = hi;
+        }
+    }
+    return 0;
+}
+
+/* Reads, digests and copies every tensor into the segment (fd, mapped at lm->segment). */
+static int s_run_pass(loader_model *lm, const gguf_file *f, int fd, bool verbose,
                       llorch_error *err)
 {
-    const char *name = kind == PASS_DIGEST ? "digest" : "copy";
-    pass p = {.kind = kind, .lm = lm, .f = f, .fd = fd, .map = (uint8_t *)lm->segment};
+    pass p = {.lm = lm, .f = f, .fd = fd, .map = (uint8_t *)lm->segment};
     atomic_init(&p.huge_bytes, 0);
     atomic_init(&p.collapse_off, false);
+    if (s_regions(&p) < 0)
+        return llorch_error_set(err, "out of memory for the segment's region table");
     p.src = open(f->path, O_RDONLY | O_CLOEXEC);
     struct stat st;
     if (p.src < 0 || fstat(p.src, &st) != 0 || (uint64_t)st.st_size != f->size) {
         const int e = p.src < 0 ? errno : 0;
         if (p.src >= 0)
             close(p.src);
-        return llorch_error_set(err, "cannot read %s for the %s pass: %s", f->path, name,
+        free(p.region_left);
+        return llorch_error_set(err, "cannot read %s: %s", f->path,
                                 e ? strerror(e) : "the file changed since it was opened");
     }
     atomic_init(&p.read_errno, 0);
@@ -194,16 +212,17 @@ static int s_run_pass(loader_model *lm, const gguf_file *f, pass_kind kind, int 
             continue;
         last = now;
         const uint64_t done = atomic_load(&p.done_bytes);
-        log_info("%s: %3d%% %.1f of %.1f MB, %.0f MB/s", name,
+        log_info("copy: %3d%% %.1f of %.1f MB, %.0f MB/s",
                  (int)(100.0 * done / (double)(lm->data_bytes ? lm->data_bytes : 1)), done / 1e6,
                  lm->data_bytes / 1e6, done / 1e6 / ((now - t0) / 1000.0));
     }
     for (int k = 0; k < started; k++)
         pthread_join(threads[k], NULL);
     close(p.src);
+    free(p.region_left);
     if (proc_stop_signal())
-        return llorch_error_set(err, "interrupted by signal %d during the %s pass",
-                                proc_stop_signal(), name);
+        return llorch_error_set(err, "interrupted by signal %d while copying the tensors",
+                                proc_stop_signal());
     if (atomic_load(&p.read_errno))
         return llorch_error_set(err, "cannot read the tensors of %s: %s (did the file change "
                                 "while loading?)", f->path, strerror(atomic_load(&p.read_errno)));
@@ -213,19 +232,17 @@ static int s_run_pass(loader_model *lm, const gguf_file *f, pass_kind kind, int 
                                 lm->segment_name, strerror(atomic_load(&p.write_errno)));
     if (verbose) {
         const double secs = (proc_now_ms() - t0) / 1000.0;
-        log_info("%s: 100%% %.1f MB in %.1f s, %.0f MB/s, %d threads", name,
-                 lm->data_bytes / 1e6, secs, secs > 0 ? lm->data_bytes / 1e6 / secs : 0.0,
-                 started ? started : 1);
+        log_info("copy: 100%% %.1f MB read, digested and copied in %.1f s, %.0f MB/s, "
+                 "%d threads", lm->data_bytes / 1e6, secs,
+                 secs > 0 ? lm->data_bytes / 1e6 / secs : 0.0, started ? started : 1);
     }
-    if (kind == PASS_COPY) {
-        const uint64_t huge = atomic_load(&p.huge_bytes);
-        if (huge > 0)
-            log_info("segment %s: %.1f of %.1f MB on 2 MiB pages", lm->segment_name, huge / 1e6,
-                     lm->segment_bytes / 1e6);
-        else if (lm->segment_bytes >= 2 * HUGEMEM_PAGE)
-            log_info("segment %s stays on 4 KiB pages: the kernel does not collapse shared "
-                     "memory (MADV_COLLAPSE needs Linux 6.1)", lm->segment_name);
-    }
+    const uint64_t huge = atomic_load(&p.huge_bytes);
+    if (huge > 0)
+        log_info("segment %s: %.1f of %.1f MB on 2 MiB pages", lm->segment_name, huge / 1e6,
+                 lm->segment_bytes / 1e6);
+    else if (lm->segment_bytes >= 2 * HUGEMEM_PAGE)
+        log_info("segment %s stays on 4 KiB pages: the kernel does not collapse shared "
+                 "memory (MADV_COLLAPSE needs Linux 6.1)", lm->segment_name);
     return 0;
 }
 
@@ -280,11 +297,9 @@ static int s_tokenizer(loader_model *lm, const model_config *c, llorch_error *er
     return 0;
 }
 
-/* Digests every tensor of f into lm->tensors[i].digest, and the model id over them. */
-static int s_digest(loader_model *lm, const gguf_file *f, bool verbose, llorch_error *err)
+/* The model id: BLAKE2b over the tensors' digests (after the copy has made them). */
+static void s_model_id(loader_model *lm, const gguf_file *f)
 {
-    if (s_run_pass(lm, f, PASS_DIGEST, -1, verbose, err) < 0)
-        return -1;
     crypto_generichash_state all;
     crypto_generichash_init(&all, NULL, 0, WIRE_DIGEST_BYTES);
     for (uint64_t i = 0; i < f->n_tensors; i++)
@@ -292,10 +307,29 @@ static int s_digest(loader_model *lm, const gguf_file *f, bool verbose, llorch_e
     uint8_t id[WIRE_DIGEST_BYTES];
     crypto_generichash_final(&all, id, sizeof id);
     s_hex(id, 8, lm->model_id);
-    return 0;
 }
 
-/* Creates the segment (exclusively) and copies the tensors to their offsets. */
+/* A short tag for the segment's name, known before the tensors are read: BLAKE2b over the
+ * file size and the tensor table (names, types, shapes, offsets). */
+static void s_layout_tag(const gguf_file *f, char out[17])
+{
+    crypto_generichash_state st;
+    crypto_generichash_init(&st, NULL, 0, 8);
+    crypto_generichash_update(&st, (const uint8_t *)&f->size, sizeof f->size);
+    for (uint64_t i = 0; i < f->n_tensors; i++) {
+        const gguf_tensor *t = &f->tensors[i];
+        const uint64_t fields[2] = {(uint64_t)t->type, t->offset};
+        crypto_generichash_update(&st, (const uint8_t *)t->name, strlen(t->name));
+        crypto_generichash_update(&st, (const uint8_t *)fields, sizeof fields);
+        crypto_generichash_update(&st, (const uint8_t *)t->ne, sizeof t->ne);
+    }
+    uint8_t tag[8];
+    crypto_generichash_final(&st, tag, sizeof tag);
+    s_hex(tag, sizeof tag, out);
+}
+
+/* Creates the segment (exclusively) and copies the tensors to their offsets, digesting
+ * them on the way. */
 static int s_segment(loader_model *lm, const gguf_file *f, const loader_options *o,
                      bool verbose, llorch_error *err)
 {
@@ -306,7 +340,9 @@ static int s_segment(loader_model *lm, const gguf_file *f, const loader_options 
                                          "e.g. /llorch-7b", o->shm_name);
         snprintf(lm->segment_name, sizeof lm->segment_name, "%s", o->shm_name);
     } else {
-        snprintf(lm->segment_name, sizeof lm->segment_name, "/llorch-%.8s-%ld", lm->model_id,
+        char tag[17];
+        s_layout_tag(f, tag);
+        snprintf(lm->segment_name, sizeof lm->segment_name, "/llorch-%.8s-%ld", tag,
                  (long)getpid());
     }
     int fd = shm_open(lm->segment_name, O_CREAT | O_EXCL | O_RDWR, 0600);
@@ -332,7 +368,7 @@ static int s_segment(loader_model *lm, const gguf_file *f, const loader_options 
                                 strerror(e));
     }
     lm->segment = map;
-    const int rc = s_run_pass(lm, f, PASS_COPY, fd, verbose, err);
+    const int rc = s_run_pass(lm, f, fd, verbose, err);
     close(fd);
     return rc;
 }
@@ -401,8 +437,9 @@ loader_model *loader_model_load(const loader_options *o, llorch_error *err)
              o->model_path, cfg.n_layers, cfg.dim, cfg.vocab_size, f->n_tensors,
              lm->segment_bytes / 1e6);
 
-    if (s_digest(lm, f, verbose, err) < 0 || s_segment(lm, f, o, verbose, err) < 0)
+    if (s_segment(lm, f, o, verbose, err) < 0)
         goto fail;
+    s_model_id(lm, f);
 
     lm->manifest.model_id = lm->model_id;
     lm->manifest.host_id = lm->host_id;
