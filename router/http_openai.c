@@ -23,10 +23,19 @@ int http_fail_set(http_fail *f, int status, const char *type, const char *code,
 
 char *http_fail_json(const http_fail *f)
 {
-    json_t *e = json_pack("{s:{s:s, s:s, s:o, s:o}}", "error", "message", f->message, "type",
+    /* The message quotes the client's bytes (jansson's "near '...'" of a bad body, a
+     * model name) cut at a byte count, which can split a character: jansson refuses
+     * such a string, and without a body the server would drop the connection instead
+     * of answering. */
+    size_t len;
+    char *message = http_utf8_sanitize(f->message, strlen(f->message), &len);
+    if (!message)
+        return NULL;
+    json_t *e = json_pack("{s:{s:s%, s:s, s:o, s:o}}", "error", "message", message, len, "type",
                           f->type ? f->type : "invalid_request_error", "param",
                           f->param[0] ? json_string(f->param) : json_null(), "code",
                           f->code ? json_string(f->code) : json_null());
+    free(message);
     if (!e)
         return NULL;
     char *s = json_dumps(e, JSON_COMPACT);

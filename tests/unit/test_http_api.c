@@ -398,6 +398,34 @@ static void test_error_json_shape(void **state)
     free(s);
 }
 
+/* A refusal that quotes the client's bytes cut in the middle of a character (jansson's
+ * "near" text of a bad escape before "é"; a 100-byte cut of a long model name) still
+ * has a JSON body: without one the server dropped the connection unanswered. */
+static void test_error_json_quoting_a_split_character_is_still_json(void **state)
+{
+    (void)state;
+    char long_model[160];
+    snprintf(long_model, sizeof long_model, "{\"model\": \"%099d\xc3\xa9\", \"prompt\": \"x\"}",
+             0);
+    const char *bodies[] = {"{\"model\": \"stories\", \"prompt\": \"a\\\xc3\xa9\"}", long_model};
+    for (size_t i = 0; i < 2; i++) {
+        http_request r;
+        http_fail f;
+        assert_int_equal(s_parse(HTTP_COMPLETION, bodies[i], &r, &f), -1);
+        assert_int_equal(f.status, i == 0 ? 400 : 404);
+        char *s = http_fail_json(&f);
+        assert_non_null(s);
+        json_t *j = json_loads(s, 0, NULL);
+        const char *message = json_string_value(json_object_get(json_object_get(j, "error"),
+                                                                "message"));
+        assert_non_null(message);
+        assert_non_null(strstr(message, i == 0 ? "not valid JSON" : "does not exist"));
+        assert_non_null(strstr(message, "\xef\xbf\xbd")); /* the split character */
+        json_decref(j);
+        free(s);
+    }
+}
+
 static void test_utf8_sanitize_replaces_ill_formed_bytes(void **state)
 {
     (void)state;
@@ -534,6 +562,7 @@ int main(void)
         cmocka_unit_test(test_sse_chunks_have_openai_shape),
         cmocka_unit_test(test_reply_json_with_usage_and_logprobs),
         cmocka_unit_test(test_error_json_shape),
+        cmocka_unit_test(test_error_json_quoting_a_split_character_is_still_json),
         cmocka_unit_test(test_utf8_sanitize_replaces_ill_formed_bytes),
         cmocka_unit_test(test_metrics_text_has_counters_histograms_and_router_series),
         cmocka_unit_test(test_config_flags_and_file),
