@@ -5,12 +5,17 @@
 # FUZZ_SECONDS (default 30) each. Crashing inputs
 # land in build/fuzz/artifacts/. Last line: "fuzz: N passed, N failed" (one per target);
 # the exit status is non-zero when any target crashed or did not build.
+# A target that needs code outside common/ and proto/ names it in one comment line,
+#   /* fuzz-sources: router/http_stop.c tests/fuzz/vocab.c */
+# and those files are built with the same flags (their folders on the include path)
+# and linked into that target only. FUZZ_OUT (default build/fuzz) moves everything
+# built and run, so that two runs at once share nothing.
 set -u
 cd "$(dirname "$0")/../.."
 seconds=${FUZZ_SECONDS:-30}
 max_len=${FUZZ_MAX_LEN:-65536} # bytes per input: small inputs keep thousands of runs a second
 shared=${LLORCH_SHARED:-../shared}
-out=build/fuzz
+out=${FUZZ_OUT:-build/fuzz}
 CC=${FUZZ_CC:-clang}
 mkdir -p "$out/obj" "$out/artifacts" "$out/corpus"
 
@@ -46,6 +51,34 @@ build_core() {
     done
     rm -f "$out/libcore.a"
     ar rcs "$out/libcore.a" "${objs[@]}"
+}
+
+# ---- a target's own sources (fuzz-sources) -------------------------------------------
+# The files named on the target's fuzz-sources line, space-separated.
+extra_sources() {
+    sed -n 's|^/\* *fuzz-sources: *\(.*[^ ]\) *\*/ *$|\1|p' "$1" | head -1
+}
+
+# Builds the given sources (stale ones only) and sets extra to "-Idir" for each of
+# their folders, then their objects: what the target's compile line adds.
+build_extra() {
+    extra=()
+    local src obj dir objs=()
+    for src in "$@"; do
+        [ -r "$src" ] || { echo "fuzz: $src (named by fuzz-sources) does not exist"; return 1; }
+        dir=-I$(dirname "$src")
+        [[ " ${extra[*]} " == *" $dir "* ]] || extra+=("$dir")
+    done
+    for src in "$@"; do
+        obj=$out/obj/${src//\//_}
+        obj=${obj%.c}.o
+        if [ ! -e "$obj" ] || [ "$src" -nt "$obj" ] ||
+            [ -n "$(find common proto client router tests/fuzz -name '*.h' -newer "$obj" 2>/dev/null | head -1)" ]; then
+            "$CC" "${cflags[@]}" "${extra[@]}" -fsanitize=fuzzer-no-link -c "$src" -o "$obj" || return 1
+        fi
+        objs+=("$obj")
+    done
+    extra+=("${objs[@]}")
 }
 
 # ---- seeds --------------------------------------------------------------------------
@@ -101,6 +134,44 @@ seed_gguf() {
     zeros $(((32 - len % 32) % 32 + 8)) >>"$dir/tiny-v2.gguf"
 }
 
+# fuzz_http: byte 0 picks the kind (bit 0: chat) and the limits; the rest is the body.
+# Bodies are tests/fuzz/seeds/{completions,chat}.jsonl, one a line, each under both kinds'
+# usual limits, and once with the kind swapped.
+seed_http() {
+    local dir=$1 kind file line i=0
+    for kind in completions chat; do
+        file=tests/fuzz/seeds/$kind.jsonl
+        while IFS= read -r line; do
+            i=$((i + 1))
+            if [ $kind = chat ]; then
+                { printf '\023'; printf '%s' "$line"; } >"$dir/chat-$i"
+                { printf '\000'; printf '%s' "$line"; } >"$dir/swapped-$i"
+            else
+                { printf '\062'; printf '%s' "$line"; } >"$dir/completions-$i"
+                { printf '\031'; printf '%s' "$line"; } >"$dir/swapped-$i"
+            fi
+        done <"$file"
+    done
+}
+
+# fuzz_tokenizer: byte 0 picks the vocabulary, the mode and the flags. Texts are the
+# lines of tests/fuzz/seeds/text.txt (printf %b escapes: control and ill-formed bytes),
+# encoded plainly, with specials, and with the shared vocabulary; ids are a few short
+# sequences, one with out-of-range ids.
+seed_tokenizer() {
+    local dir=$1 line i=0
+    while IFS= read -r line; do
+        i=$((i + 1))
+        { printf '\000'; printf '%b' "$line"; } >"$dir/text-$i"
+        { printf '\074'; printf '%b' "$line"; } >"$dir/special-$i"
+        { printf '\001'; printf '%b' "$line"; } >"$dir/shared-$i"
+    done <tests/fuzz/seeds/text.txt
+    # ids: <s> (1), byte tokens <0xF0> <0x9F> <0xA6> <0x99> (a llama, split), "a", </s>
+    printf '\002\001\000\000\363\000\000\242\000\000\251\000\000\234\000\000\141\001\000\002\000\000' >"$dir/ids-1"
+    printf '\022\001\000\000\000\000\377\001\000\377\375\377\377\003\200\377' >"$dir/ids-bad"
+    printf '\043\001\000\000\363\000\000\242\000\000\100\000\000' >"$dir/ids-shared"
+}
+
 # ---- build and run every target ------------------------------------------------------
 passed=0; failed=0
 if ! build_core; then
@@ -113,8 +184,10 @@ for src in tests/fuzz/fuzz_*.c; do
     name=$(basename "$src" .c)
     short=${name#fuzz_}
     bin=$out/$name
+    read -ra sources <<<"$(extra_sources "$src")"
     # shellcheck disable=SC2086
-    if ! "$CC" "${cflags[@]}" -fsanitize=fuzzer "$src" "$out/libcore.a" $libs -o "$bin"; then
+    if ! build_extra "${sources[@]}" ||
+        ! "$CC" "${cflags[@]}" -fsanitize=fuzzer "$src" "${extra[@]}" "$out/libcore.a" $libs -o "$bin"; then
         echo "FAIL $name (does not build)"
         failed=$((failed + 1))
         continue
