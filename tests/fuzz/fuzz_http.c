@@ -73,12 +73,12 @@ static void s_check_fail(const http_fail *f)
     free(j);
 }
 
-/* Where the earliest stop string starts in text[0..len), or len. */
-static size_t s_first_stop(const http_request *r, const char *text, size_t len)
+/* Where the earliest stop string starts in text[from..len), or len. */
+static size_t s_first_stop(const http_request *r, const char *text, size_t from, size_t len)
 {
     size_t cut = len;
     for (unsigned i = 0; i < r->n_stop; i++) {
-        const char *p = memmem(text, len, r->stop[i], strlen(r->stop[i]));
+        const char *p = memmem(text + from, len - from, r->stop[i], strlen(r->stop[i]));
         if (p && (size_t)(p - text) < cut)
             cut = (size_t)(p - text);
     }
@@ -86,15 +86,17 @@ static size_t s_first_stop(const http_request *r, const char *text, size_t len)
 }
 
 /* Feeds text as the generated text, in chunks of varying size, through the request's
- * stop strings: what comes out must be exactly the text before the first stop string.
- * Returns the released text (malloc'd, *out_len bytes). */
+ * stop strings. Generation stops with the first chunk that completes a stop string, and
+ * what comes out must be exactly the text before the earliest stop string in the text
+ * up to that chunk (a longer one that began earlier but was not complete yet does not
+ * count), or all of it. Returns the released text (malloc'd, *out_len bytes). */
 static char *s_run_stop(const http_request *r, const char *text, size_t len, unsigned chunk,
                         size_t *out_len)
 {
     http_stop m;
     http_stop_init(&m, r->stop_ptrs, r->n_stop);
     char *out = malloc(len + 1);
-    size_t n_out = 0;
+    size_t n_out = 0, want = len;
     int hit = 0;
     for (size_t at = 0; at < len && !hit;) {
         size_t n = chunk < len - at ? chunk : len - at;
@@ -106,7 +108,14 @@ static char *s_run_stop(const http_request *r, const char *text, size_t len, uns
         memcpy(out + n_out, emit, n_emit);
         n_out += n_emit;
         hit = rc == 1;
+        /* A stop string this chunk completed ends in it: no need to look further back. */
+        size_t from = at > HTTP_MAX_STOP_BYTES ? at - HTTP_MAX_STOP_BYTES : 0;
         at += n;
+        size_t cut = s_first_stop(r, text, from, at);
+        if (hit != (cut < at))
+            abort(); /* a stop string was missed, or one was seen where there is none */
+        if (hit)
+            want = cut;
         chunk = chunk * 5 % 17 + 1; /* 1..17 bytes, mixed */
     }
     if (!hit) {
@@ -123,7 +132,7 @@ static char *s_run_stop(const http_request *r, const char *text, size_t len, uns
     if (hit && (http_stop_push(&m, "x", 1, &after, &n_after) != 1 || n_after != 0))
         abort(); /* nothing is released after a stop */
     http_stop_free(&m);
-    if (n_out != s_first_stop(r, text, len) || memcmp(out, text, n_out) != 0)
+    if (n_out != want || memcmp(out, text, n_out) != 0)
         abort();
     *out_len = n_out;
     return out;
