@@ -8,12 +8,12 @@ cd "$(dirname "$0")/.."
 mkdir -p build/bench
 cc -O3 -march=native -pthread -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror \
    tests/bench/membw.c -o build/bench/membw
+cc -O2 -std=c11 -D_GNU_SOURCE -pthread -Wall -Wextra -Werror -Icommon \
+   tests/bench/batch_bench.c build/lib/libllorch-core.a -ljansson -lmsgpackc -lzmq \
+   -lsodium -lm -o build/bench/batch_bench
 node tests/bench/bench.mjs
 # BENCH_PROFILE=0 skips the profile.
 if [ "${BENCH_PROFILE:-1}" != 0 ] && [ -f build/models/bench-llama2-7b-q8_0.gguf ]; then
-    cc -O2 -std=c11 -D_GNU_SOURCE -pthread -Wall -Wextra -Werror -Icommon \
-       tests/bench/batch_bench.c build/lib/libllorch-core.a -ljansson -lmsgpackc -lzmq \
-       -lsodium -lm -o build/bench/batch_bench
     echo "profile of one decode step, llama2-7b Q8_0, 2 threads:"
     build/bench/batch_bench profile build/models/bench-llama2-7b-q8_0.gguf 2 | tee build/bench-profile.txt
 fi

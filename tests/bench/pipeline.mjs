@@ -1,6 +1,8 @@
 // pipeline.mjs - `make bench`, second table: generation through llorch's pipeline (loader,
 // workers, router as processes) against the in-process engine on the same model and total
-// threads, the cost of one hop, and the aggregate rate of concurrent sessions. Medians as a
+// threads, the cost of one hop, and the aggregate rate of concurrent sessions (counted while
+// every session generates; beside it, the in-process rate of the same batch, which bounds
+// it). Medians as a
 // table and as build/bench-pipeline.json (merged into build/bench.json under "pipeline" when
 // that file exists). The instrument, not a test: it asserts nothing.
 //
@@ -159,10 +161,12 @@ for (const c of configs) {
             const stats = JSON.parse(execFileSync(llorch, ["stats", "--router", u.ep], {encoding: "utf8"}));
             const m = {workers: c.workers, threads_per_worker: c.perWorker, sessions: nSessions,
                        one_gen_tok_s: p.gen_tok_s,
-                       aggregate_gen_tok_s: median(many.map(j => j.gen_tok_s_sum)),
+                       aggregate_gen_tok_s: median(many.map(j => j.all_generating_tok_s)),
+                       first_last_sum_tok_s: median(many.map(j => j.gen_tok_s_sum)),
                        end_to_end_tok_s: median(many.map(j => j.end_to_end_tok_s)),
                        max_rows_in_batch: stats.max_rows_in_batch};
             m.ratio = m.aggregate_gen_tok_s / m.one_gen_tok_s;
+            m.first_last_ratio = m.first_last_sum_tok_s / m.one_gen_tok_s;
             concurrent.push(m);
             log(`  ${f(m.aggregate_gen_tok_s)} tok/s in all (${f(m.ratio)}×)`);
         }
@@ -171,6 +175,20 @@ for (const c of configs) {
     }
 }
 const inprocTokS = median(inproc);
+
+// The ceiling of the sessions row: the same model in-process, nSessions decoding together in
+// one batch on `threads` threads (batch_bench stage), against one alone. A pipeline's batch
+// does the same arithmetic over its stages, so its rate cannot exceed this one's.
+let ceiling = null;
+const batchBench = path.join(root, "build/bench/batch_bench");
+if (fs.existsSync(batchBench)) {
+    log(`${path.basename(model)}: in-process batches of 1 and ${nSessions} (batch_bench stage)`);
+    const out = execFileSync(batchBench, ["stage", model, String(threads), "1", String(nSessions)],
+                             {encoding: "utf8", maxBuffer: 16 << 20});
+    const rate = n => Number(out.match(new RegExp(`sessions +${n}: .*? ([0-9.]+) tok/s`))?.[1]);
+    ceiling = {sessions: nSessions, threads, one_tok_s: rate(1), batch_tok_s: rate(nSessions)};
+    log(`  ${f(ceiling.batch_tok_s)} tok/s in all, ${f(ceiling.one_tok_s)} alone`);
+}
 
 // 3. Per hop: a tiny model (compute negligible), K = 1..4 one-thread workers; the slope of
 // the time per token over K is the cost of one more FORWARD hop (send, wake, receive).
@@ -199,7 +217,8 @@ const hop = {model: path.basename(tiny), in_process_ms_per_token: 1e3 / tinyInpr
 const cpu = (os.cpus()[0]?.model ?? "unknown").trim();
 const result = {date: new Date().toISOString(), machine: {cpu, cores: os.cpus().length},
                 model: path.basename(model), model_bytes: fs.statSync(model).size, threads, runs,
-                gen_tokens: nGen, in_process_gen_tok_s: inprocTokS, pipelines: pipes, concurrent, hop};
+                gen_tokens: nGen, in_process_gen_tok_s: inprocTokS, pipelines: pipes, concurrent,
+                in_process_batch: ceiling, hop};
 fs.mkdirSync(path.join(root, "build"), {recursive: true});
 fs.writeFileSync(path.join(root, "build/bench-pipeline.json"), JSON.stringify(result, null, 2) + "\n");
 const benchJson = path.join(root, "build/bench.json");
@@ -220,10 +239,21 @@ for (const p of pipes) {
                 `| ${f(p.gen_tok_s)} | in-process ${f(p.in_process_gen_tok_s)} | ${f(p.ratio, 3)}× | ≥ 0.97× |`);
 }
 for (const m of concurrent) {
-    const t = m.threads_per_worker;
-    console.log(`| aggregate gen tok/s, ${m.sessions} sessions, K=${m.workers} × ${t} thread${t > 1 ? "s" : ""} ` +
+    const t = m.threads_per_worker, k = `K=${m.workers} × ${t} thread${t > 1 ? "s" : ""}`;
+    console.log(`| aggregate gen tok/s, ${m.sessions} sessions all generating, ${k} ` +
                 `| ${f(m.aggregate_gen_tok_s)} | 1 session ${f(m.one_gen_tok_s)} | ` +
                 `${f(m.ratio)}× | ${m.workers === 2 ? "≥ 4×" : ""} |`);
+    console.log(`| the same, each session's first..last token rate summed, ${k} ` +
+                `| ${f(m.first_last_sum_tok_s)} | 1 session ${f(m.one_gen_tok_s)} | ` +
+                `${f(m.first_last_ratio)}× | |`);
+}
+if (ceiling) {
+    const two = concurrent.find(m => m.workers === 2);
+    console.log(`| in-process batch of ${ceiling.sessions} (this CPU's ceiling for the rows above) ` +
+                `| ${f(ceiling.batch_tok_s)} | in-process alone ${f(ceiling.one_tok_s)}` +
+                `${two ? `; K=2 1 session ${f(two.one_gen_tok_s)}` : ""} | ` +
+                `${f(ceiling.batch_tok_s / ceiling.one_tok_s)}×` +
+                `${two ? `; ${f(ceiling.batch_tok_s / two.one_gen_tok_s)}× K=2's one` : ""} | |`);
 }
 console.log(`| per-hop latency (${hop.model}, K=1..4, slope) | ${ms(hop.per_hop_ms)} µs | ` +
             `${hops.map(h => `K=${h.workers} ${ms(h.ms_per_token)}`).join(", ")} µs/token; ` +

@@ -10,6 +10,8 @@
  *   wall_ms            submit to the last DONE
  *   gen_tok_s_sum      the sessions' generation rates added up, each (n - 1) tokens over
  *                      its first..last token on the client's clock (one session: its rate)
+ *   all_generating_tok_s  the tokens of all sessions per second while every session
+ *                      generates (from the last first token to the first last token)
  *   end_to_end_tok_s   tokens / wall_ms, prompts included
  *   sessions[]         per session: the router's timings and stop reason, and the client's
  *                      first/last token times (ms after the start)
@@ -147,11 +149,28 @@ int main(int argc, char **argv)
         first_min = s->token_ms[0] < first_min ? s->token_ms[0] : first_min;
         first_max = s->token_ms[0] > first_max ? s->token_ms[0] : first_max;
     }
+    /* While every session generates: from the last first token to the first last token,
+     * the tokens of all sessions that arrive in between over its length (the batch's steady
+     * rate, without the start, where prompts hold the stages, and the end, where sessions
+     * have finished). */
+    double w0 = 0, w1 = 1e300;
+    for (int i = 0; i < n_sessions; i++) {
+        const session_run *s = &runs[i];
+        if (s->n_tokens == 0)
+            continue;
+        w0 = s->token_ms[0] > w0 ? s->token_ms[0] : w0;
+        w1 = s->token_ms[s->n_tokens - 1] < w1 ? s->token_ms[s->n_tokens - 1] : w1;
+    }
+    unsigned in_window = 0;
+    for (int i = 0; i < n_sessions && w1 > w0; i++)
+        for (unsigned k = 0; k < runs[i].n_tokens; k++)
+            in_window += runs[i].token_ms[k] > w0 && runs[i].token_ms[k] <= w1;
+    const double all_tok_s = w1 > w0 ? in_window * 1e3 / (w1 - w0) : 0;
     printf("{\"sessions_n\":%d,\"max_tokens\":%d,\"wall_ms\":%.3f,\"tokens\":%u,"
-           "\"gen_tok_s_sum\":%.3f,\"end_to_end_tok_s\":%.3f,\"first_token_spread_ms\":%.3f,"
-           "\"sessions\":[",
-           n_sessions, max_tokens, wall_ms, total, sum_tok_s, total * 1e3 / wall_ms,
-           first_max >= first_min ? first_max - first_min : 0);
+           "\"gen_tok_s_sum\":%.3f,\"all_generating_tok_s\":%.3f,\"all_generating_ms\":%.3f,"
+           "\"end_to_end_tok_s\":%.3f,\"first_token_spread_ms\":%.3f,\"sessions\":[",
+           n_sessions, max_tokens, wall_ms, total, sum_tok_s, all_tok_s, w1 > w0 ? w1 - w0 : 0,
+           total * 1e3 / wall_ms, first_max >= first_min ? first_max - first_min : 0);
     for (int i = 0; i < n_sessions; i++) {
         const session_run *s = &runs[i];
         printf("%s{\"stop_reason\":\"%s\",\"prompt_tokens\":%u,\"generated\":%u,"
