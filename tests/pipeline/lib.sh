@@ -8,6 +8,9 @@ SHARED=${LLORCH_SHARED:-../shared}
 STORIES=$SHARED/models/stories260K.gguf
 VOCAB=$SHARED/vocab/ggml-vocab-llama-spm.gguf
 GQA_Q8=build/test-models/pipe-gqa-q8.gguf
+# The logs of every `llorch up` of this test, removed when it exits.
+UP_LOGS=()
+trap 'rm -f "${UP_LOGS[@]}"' EXIT
 
 need_file() {
     if [ ! -f "$1" ]; then
@@ -30,7 +33,8 @@ make_gqa_q8() {
 # UP_DIR (the run dir) and UP_ERR (its stderr file). Fails after 30 s without an endpoint.
 up_start() {
     local model=$1; shift
-    UP_ERR=$(mktemp)
+    UP_ERR=$(mktemp /tmp/llorch-up-log-XXXXXX)
+    UP_LOGS+=("$UP_ERR")
     local out; out=$(mktemp)
     "$LLORCH" up -m "$model" "$@" >"$out" 2>"$UP_ERR" &
     UP_PID=$!
