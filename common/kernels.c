@@ -119,6 +119,14 @@ static void s_axpy(float *y, float a, const float *x, int64_t n)
         y[i] += a * x[i];
 }
 
+static void s_axpy_f16(float *y, float a, const uint16_t *x, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        const float p = a * s_f16_table[x[i]];
+        y[i] += p;
+    }
+}
+
 /* ---- variant table ---------------------------------------------------------------- */
 
 typedef struct kernel_variant {
@@ -135,6 +143,7 @@ typedef struct kernel_variant {
     void (*matmul_f32)(const weight *, const kernel_act *, float *, int64_t, int64_t, int64_t);
     void (*axpy)(float *, float, const float *, int64_t);
     void (*f16_to_f32)(const uint16_t *, float *, int64_t);
+    void (*axpy_f16)(float *, float, const uint16_t *, int64_t);
 } kernel_variant;
 
 static void s_f16_to_f32(const uint16_t *x, float *out, int64_t n)
@@ -146,12 +155,12 @@ static void s_f16_to_f32(const uint16_t *x, float *out, int64_t n)
 static const kernel_variant s_variants[KERNEL_ISA_COUNT] = {
     [KERNEL_ISA_SCALAR] = {s_dot_f32, s_dot_f16, s_dot_bf16, s_dot_q8_0, s_f32_to_f16,
                            s_f32_to_bf16, s_quantize_q8_0, NULL, NULL, NULL, s_axpy,
-                           s_f16_to_f32},
+                           s_f16_to_f32, s_axpy_f16},
     [KERNEL_ISA_AVX2] = {kernel_avx2_dot_f32, kernel_avx2_dot_f16, kernel_avx2_dot_bf16,
                          kernel_avx2_dot_q8_0, kernel_avx2_f32_to_f16, kernel_avx2_f32_to_bf16,
                          kernel_avx2_quantize_q8_0, kernel_avx2_matmul_q8_0,
                          kernel_avx2_matmul_f16, kernel_avx2_matmul_f32, kernel_avx2_axpy,
-                         kernel_avx2_f16_to_f32},
+                         kernel_avx2_f16_to_f32, kernel_avx2_axpy_f16},
 };
 
 static const kernel_variant *s_active;
@@ -250,6 +259,7 @@ void kernel_f32_to_f16(const float *x, uint16_t *out, int64_t n) { s_kernels()->
 void kernel_f32_to_bf16(const float *x, uint16_t *out, int64_t n) { s_kernels()->f32_to_bf16(x, out, n); }
 void kernel_quantize_q8_0(const float *x, void *out, int64_t n) { s_kernels()->quantize_q8_0(x, out, n); }
 void kernel_axpy(float *y, float a, const float *x, int64_t n) { s_kernels()->axpy(y, a, x, n); }
+void kernel_axpy_f16(float *y, float a, const uint16_t *x, int64_t n) { s_kernels()->axpy_f16(y, a, x, n); }
 
 /* ---- matrix x batch --------------------------------------------------------------- */
 

@@ -129,6 +129,11 @@ void kernel_rope_apply(float *x, int n_heads, int head_dim, int rope_dim, const 
 void kernel_axpy(float *y, float a, const float *x, int64_t n);
 void kernel_avx2_axpy(float *y, float a, const float *x, int64_t n);
 
+/* y[i] += a * x[i] with x in F16 (an F16 KV cache's values), n elements: each product
+ * is rounded to float, then added (no fused multiply-add), in every variant. */
+void kernel_axpy_f16(float *y, float a, const uint16_t *x, int64_t n);
+void kernel_avx2_axpy_f16(float *y, float a, const uint16_t *x, int64_t n);
+
 /* In place: x = softmax(x), n elements (max subtracted; sum in double). */
 void kernel_softmax(float *x, int64_t n);
 

@@ -505,6 +505,19 @@ void kernel_avx2_axpy(float *y, float a, const float *x, int64_t n)
         y[i] += a * x[i];
 }
 
+void kernel_avx2_axpy_f16(float *y, float a, const uint16_t *x, int64_t n)
+{
+    const __m256 va = _mm256_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_loadu_ps(y + i),
+                                              _mm256_mul_ps(va, s_load_f16(x + i))));
+    for (; i < n; i++) {
+        const float p = a * fp16_to_f32(x[i]);
+        y[i] += p;
+    }
+}
+
 void kernel_avx2_f32_to_f16(const float *x, uint16_t *out, int64_t n)
 {
     int64_t i = 0;

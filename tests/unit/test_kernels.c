@@ -357,6 +357,40 @@ static void test_rope_angles_and_axpy(void **state)
     }
 }
 
+/* axpy over F16 values (an F16 KV cache's): each product rounded to float then added,
+ * the same bits in every variant, for lengths with and without a tail. */
+static void test_axpy_f16_is_exact_and_isa_invariant(void **state)
+{
+    (void)state;
+    enum { N = 45 };
+    float x[N], y0[N], want[N], got[N];
+    uint16_t xh[N];
+    s_fill(x, N, 2.0f);
+    s_fill(y0, N, 1.0f);
+    for (int i = 0; i < N; i++)
+        xh[i] = f32_to_fp16(x[i]);
+    const float a = fp16_to_f32(f32_to_fp16(0.3711f));
+    for (int n = 1; n <= N; n += 11) {
+        bool have = false;
+        FOR_EACH_ISA(isa) {
+            memcpy(got, y0, sizeof got);
+            kernel_axpy_f16(got, a, xh, n);
+            for (int i = n; i < N; i++)
+                if (got[i] != y0[i])
+                    fail_msg("%s axpy_f16 n %d wrote element %d", kernel_isa_name(isa), n, i);
+            for (int i = 0; i < n; i++) {
+                const float p = a * fp16_to_f32(xh[i]);
+                if (got[i] != y0[i] + p)
+                    fail_msg("%s axpy_f16 n %d element %d: %.9g", kernel_isa_name(isa), n, i, got[i]);
+            }
+            if (have)
+                assert_memory_equal(got, want, sizeof got);
+            memcpy(want, got, sizeof want);
+            have = true;
+        }
+    }
+}
+
 static void test_vector_ops_match_float64(void **state)
 {
     (void)state;
@@ -544,6 +578,7 @@ int main(void)
         cmocka_unit_test(test_matmul_every_type_matches_float64_and_splits),
         cmocka_unit_test(test_q8_0_matmul_is_batch_split_and_isa_invariant),
         cmocka_unit_test(test_rope_angles_and_axpy),
+        cmocka_unit_test(test_axpy_f16_is_exact_and_isa_invariant),
         cmocka_unit_test(test_vector_ops_match_float64),
         cmocka_unit_test(test_rope_rotates_adjacent_pairs_of_the_rope_dims),
         cmocka_unit_test(test_get_row_dequantizes_every_type),
