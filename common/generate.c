@@ -136,8 +136,10 @@ int generate_run(generator *g, const generate_params *p, generate_text_fn on_tex
     const int max_rows = n_prompt < PROMPT_CHUNK_ROWS ? (int)n_prompt : PROMPT_CHUNK_ROWS;
     stage_opts opts = {
         .threads = p->threads,
-        .kv_budget_bytes = kv_cache_bytes_per_position((int)c->n_layers, (int)c->kv_dim) *
+        .kv_budget_bytes = kv_cache_bytes_per_position((int)c->n_layers, (int)c->kv_dim,
+                                                       p->kv_type) *
                            (n_positions + KV_BLOCK_POSITIONS),
+        .kv_type = p->kv_type,
         .max_batch_rows = max_rows,
         .max_seqs = 1,
         .n_ctx = (int)c->context_length,

@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "error.h"
+#include "kv_cache.h"
 #include "model.h"
 #include "sampler.h"
 #include "tokenizer.h"
@@ -32,6 +33,7 @@ typedef struct generate_params {
     int n_predict;           /* tokens to generate at most (>= 0) */
     sampler_params sampling; /* temperature <= 0: greedy */
     int threads;             /* >= 1 */
+    kv_type kv_type;         /* how the KV cache stores keys and values (0: F32) */
     int top_k_probs;         /* report the K most probable tokens of every step (0: none) */
     bool ignore_eos;         /* keep generating past the end-of-sequence token (benchmarks:
                                 random-weight models then always make n_predict tokens) */

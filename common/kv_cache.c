@@ -3,22 +3,48 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
-size_t kv_cache_bytes_per_position(int n_layers, int kv_dim)
+const char *kv_type_name(kv_type t)
 {
-    return (size_t)n_layers * 2 * (size_t)kv_dim * sizeof(float);
+    return t == KV_TYPE_F16 ? "f16" : t == KV_TYPE_F32 ? "f32" : "?";
 }
 
-kv_cache *kv_cache_new(int n_layers, int kv_dim, int n_ctx, int max_seqs, size_t budget_bytes,
-                       llorch_error *err)
+int kv_type_parse(const char *s, kv_type *out, llorch_error *err)
 {
+    if (s && !strcasecmp(s, "f32"))
+        *out = KV_TYPE_F32;
+    else if (s && !strcasecmp(s, "f16"))
+        *out = KV_TYPE_F16;
+    else
+        return llorch_error_set(err, "kv type '%s': give f32 or f16", s ? s : "");
+    return 0;
+}
+
+size_t kv_type_size(kv_type t)
+{
+    return t == KV_TYPE_F16 ? sizeof(uint16_t) : sizeof(float);
+}
+
+size_t kv_cache_bytes_per_position(int n_layers, int kv_dim, kv_type type)
+{
+    return (size_t)n_layers * 2 * (size_t)kv_dim * kv_type_size(type);
+}
+
+kv_cache *kv_cache_new(int n_layers, int kv_dim, kv_type type, int n_ctx, int max_seqs,
+                       size_t budget_bytes, llorch_error *err)
+{
+    if (type != KV_TYPE_F32 && type != KV_TYPE_F16) {
+        llorch_error_set(err, "kv cache: unknown type %d (f32 or f16)", (int)type);
+        return NULL;
+    }
     if (n_layers < 1 || kv_dim < 1 || n_ctx < 1 || max_seqs < 1 || max_seqs > (1 << 20)) {
         llorch_error_set(err, "kv cache: layers %d, kv dim %d, context %d and max sequences %d "
                               "must all be positive (sequences at most 1M)",
                          n_layers, kv_dim, n_ctx, max_seqs);
         return NULL;
     }
-    const size_t block_bytes = kv_cache_bytes_per_position(n_layers, kv_dim) * KV_BLOCK_POSITIONS;
+    const size_t block_bytes = kv_cache_bytes_per_position(n_layers, kv_dim, type) * KV_BLOCK_POSITIONS;
     const int max_blocks_per_seq = (n_ctx + KV_BLOCK_POSITIONS - 1) / KV_BLOCK_POSITIONS;
     size_t n_blocks = budget_bytes / block_bytes;
     if ((uint64_t)n_blocks > (uint64_t)max_blocks_per_seq * (uint64_t)max_seqs)
@@ -38,6 +64,7 @@ kv_cache *kv_cache_new(int n_layers, int kv_dim, int n_ctx, int max_seqs, size_t
     }
     c->n_layers = n_layers;
     c->kv_dim = kv_dim;
+    c->type = type;
     c->n_ctx = n_ctx;
     c->max_seqs = max_seqs;
     c->max_blocks_per_seq = max_blocks_per_seq;

@@ -9,6 +9,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "fp16.h"
 #include "kernels.h"
 #include "kv_cache.h"
 #include "threadpool.h"
@@ -41,6 +42,7 @@ struct stage {
     void *act_buf[3]; /* prepared activations, act_bytes each */
     size_t act_bytes;
     float *scores;    /* (threads, n_ctx) attention scores of one (row, head) */
+    uint16_t *q16;    /* (threads, head_dim) a query head rounded to F16 (F16 cache) */
     float *rope_cs;   /* (max_rows, rope_dim) cos/sin of each row's position */
     int *row_slot;    /* (max_rows) kv cache slot of each row of the chunk */
     int *logit_rows;  /* (max_rows) rows of the chunk that want logits */
@@ -134,10 +136,11 @@ stage *stage_new(const model *m, uint32_t first, uint32_t last, const stage_opts
 
     size_t kv_budget = opts->kv_budget_bytes;
     if (!kv_budget)
-        kv_budget = kv_cache_bytes_per_position((int)(last - first), (int)c->kv_dim) *
+        kv_budget = kv_cache_bytes_per_position((int)(last - first), (int)c->kv_dim,
+                                                opts->kv_type) *
                     (size_t)(s->n_ctx + KV_BLOCK_POSITIONS);
-    s->kv = kv_cache_new((int)(last - first), (int)c->kv_dim, s->n_ctx, s->opts.max_seqs,
-                         kv_budget, err);
+    s->kv = kv_cache_new((int)(last - first), (int)c->kv_dim, opts->kv_type, s->n_ctx,
+                         s->opts.max_seqs, kv_budget, err);
     if (!s->kv)
         goto fail;
     s->pool = threadpool_new(opts->threads, err);
@@ -161,6 +164,7 @@ stage *stage_new(const model *m, uint32_t first, uint32_t last, const stage_opts
     for (int i = 0; i < 3; i++)
         s->act_buf[i] = malloc(s->act_bytes);
     s->scores = malloc((size_t)opts->threads * (size_t)s->n_ctx * sizeof(float));
+    s->q16 = malloc((size_t)opts->threads * c->head_dim * sizeof(uint16_t));
     s->rope_cs = malloc(rows * c->rope_dim * sizeof(float));
     s->row_slot = malloc(rows * sizeof(int));
     s->logit_rows = malloc(rows * sizeof(int));
@@ -168,7 +172,7 @@ stage *stage_new(const model *m, uint32_t first, uint32_t last, const stage_opts
     s->res_end = malloc((size_t)s->opts.max_seqs * sizeof(int32_t));
     s->res_slot = malloc((size_t)s->opts.max_seqs * sizeof(int));
     if (!s->x || !s->xb || !s->q || !s->k || !s->v || !s->hb || !s->hb2 || !s->proj ||
-        !s->act_buf[0] || !s->act_buf[1] || !s->act_buf[2] || !s->scores || !s->rope_cs || !s->row_slot ||
+        !s->act_buf[0] || !s->act_buf[1] || !s->act_buf[2] || !s->scores || !s->q16 || !s->rope_cs || !s->row_slot ||
         !s->logit_rows || !s->res_ids || !s->res_end || !s->res_slot) {
         llorch_error_set(err, "out of memory for the scratch of %d batch rows", s->max_rows);
         goto fail;
@@ -198,6 +202,7 @@ void stage_free(stage **ps)
     for (int i = 0; i < 3; i++)
         free(s->act_buf[i]);
     free(s->scores);
+    free(s->q16);
     free(s->rope_cs);
     free(s->row_slot);
     free(s->logit_rows);
@@ -324,7 +329,10 @@ typedef struct attention_job {
 
 /* One (row, head) per item: scores against every cached position up to the row's own
  * (causal), softmax, weighted sum of the values into xb. Query head h reads kv head
- * h / (n_heads / n_kv_heads): grouped-query and multi-query attention. */
+ * h / (n_heads / n_kv_heads): grouped-query and multi-query attention. With an F16
+ * cache the arithmetic is ggml's for an F16 cache without flash attention: K.q is a
+ * product of F16 values (q rounded to F16) accumulated in float, and the softmax
+ * weights are rounded to F16 before they weigh the F16 values. */
 static void s_attention_share(void *ctx, int64_t begin, int64_t end, int thread_index)
 {
     const attention_job *job = ctx;
@@ -333,16 +341,25 @@ static void s_attention_share(void *ctx, int64_t begin, int64_t end, int thread_
     const int head_dim = (int)c->head_dim;
     const int group = (int)(c->n_heads / c->n_kv_heads);
     const float scale = 1.0f / sqrtf((float)head_dim);
+    const bool f16 = s->kv->type == KV_TYPE_F16;
     float *scores = s->scores + (size_t)thread_index * (size_t)s->n_ctx;
+    uint16_t *q16 = s->q16 + (size_t)thread_index * (size_t)head_dim;
     for (int64_t item = begin; item < end; item++) {
         const int r = (int)(item / c->n_heads), h = (int)(item % c->n_heads);
         const int32_t pos = job->rows[r].pos;
         const int slot = s->row_slot[r];
         const int kv_offset = (h / group) * head_dim;
         const float *q = s->q + (size_t)r * c->q_dim + (size_t)h * head_dim;
-        for (int32_t t = 0; t <= pos; t++)
-            scores[t] = kernel_dot_f32(q, kv_cache_k(s->kv, slot, job->layer, t) + kv_offset,
-                                       head_dim);
+        if (f16) {
+            kernel_f32_to_f16(q, q16, head_dim);
+            for (int32_t t = 0; t <= pos; t++)
+                scores[t] = kernel_dot_f16(kv_cache_k_f16(s->kv, slot, job->layer, t) + kv_offset,
+                                           q16, head_dim);
+        } else {
+            for (int32_t t = 0; t <= pos; t++)
+                scores[t] = kernel_dot_f32(q, kv_cache_k(s->kv, slot, job->layer, t) + kv_offset,
+                                           head_dim);
+        }
         float *trace_row = NULL;
         if (s->trace_kq) {
             trace_row = s->trace_kq + ((size_t)h * job->n_rows + r) * s->trace_n_kv;
@@ -359,8 +376,15 @@ static void s_attention_share(void *ctx, int64_t begin, int64_t end, int thread_
         }
         float *out = s->xb + (size_t)r * c->q_dim + (size_t)h * head_dim;
         memset(out, 0, (size_t)head_dim * sizeof *out);
-        for (int32_t t = 0; t <= pos; t++)
-            kernel_axpy(out, scores[t], kv_cache_v(s->kv, slot, job->layer, t) + kv_offset, head_dim);
+        if (f16) {
+            for (int32_t t = 0; t <= pos; t++)
+                kernel_axpy_f16(out, fp16_to_f32(f32_to_fp16(scores[t])),
+                                kv_cache_v_f16(s->kv, slot, job->layer, t) + kv_offset, head_dim);
+        } else {
+            for (int32_t t = 0; t <= pos; t++)
+                kernel_axpy(out, scores[t], kv_cache_v(s->kv, slot, job->layer, t) + kv_offset,
+                            head_dim);
+        }
     }
 }
 
@@ -421,10 +445,18 @@ static int s_forward_chunk(stage *s, const stage_row *rows, int n, const float *
                               (int)c->rope_dim, cs);
             kernel_rope_apply(s->k + (size_t)r * c->kv_dim, (int)c->n_kv_heads, (int)c->head_dim,
                               (int)c->rope_dim, cs);
-            memcpy(kv_cache_k(s->kv, s->row_slot[r], (int)li, rows[r].pos),
-                   s->k + (size_t)r * c->kv_dim, c->kv_dim * sizeof(float));
-            memcpy(kv_cache_v(s->kv, s->row_slot[r], (int)li, rows[r].pos),
-                   s->v + (size_t)r * c->kv_dim, c->kv_dim * sizeof(float));
+            const int slot = s->row_slot[r];
+            if (s->kv->type == KV_TYPE_F16) {
+                kernel_f32_to_f16(s->k + (size_t)r * c->kv_dim,
+                                  kv_cache_k_f16(s->kv, slot, (int)li, rows[r].pos), c->kv_dim);
+                kernel_f32_to_f16(s->v + (size_t)r * c->kv_dim,
+                                  kv_cache_v_f16(s->kv, slot, (int)li, rows[r].pos), c->kv_dim);
+            } else {
+                memcpy(kv_cache_k(s->kv, slot, (int)li, rows[r].pos),
+                       s->k + (size_t)r * c->kv_dim, c->kv_dim * sizeof(float));
+                memcpy(kv_cache_v(s->kv, slot, (int)li, rows[r].pos),
+                       s->v + (size_t)r * c->kv_dim, c->kv_dim * sizeof(float));
+            }
         }
         s_trace(s, "q_rope", L, s->q, 3, c->head_dim, c->n_heads, n);
         s_trace(s, "k_rope", L, s->k, 3, c->head_dim, c->n_kv_heads, n);

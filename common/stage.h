@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "error.h"
+#include "kv_cache.h"
 #include "model.h"
 
 /* One row of a batch: a token of a sequence at a position. Rows of one sequence in a
@@ -44,6 +45,9 @@ typedef struct stage_opts {
     int threads;            /* threads of the stage's pool (>= 1) */
     size_t kv_budget_bytes; /* memory for keys and values of all sequences (0: one
                                sequence of n_ctx positions) */
+    kv_type kv_type;        /* KV_TYPE_F32 (0, exact) or KV_TYPE_F16: half the bytes, and
+                               attention with llama.cpp's arithmetic for an F16 cache (q
+                               and the softmax weights rounded to F16 for the products) */
     int max_batch_rows;     /* scratch is sized for this many rows; larger batches are run
                                in chunks of this many */
     int max_seqs;           /* sequences held at once (0: 64) */

@@ -306,7 +306,7 @@ int worker_handle(worker_hops *h, stage *s, const worker_weights *w, const wire_
     const bool is_last = c->last == w->cfg.n_layers;
     if (!h->kv_pos_bytes)
         h->kv_pos_bytes = kv_cache_bytes_per_position((int)(c->last - c->first),
-                                                      (int)w->cfg.kv_dim);
+                                                      (int)w->cfg.kv_dim, c->kv_type);
     if (f->hidden_dim != w->cfg.dim) {
         snprintf(msg, sizeof msg, "forward: hidden_dim %u, the model's is %u", f->hidden_dim,
                  w->cfg.dim);

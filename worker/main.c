@@ -28,6 +28,9 @@ static void s_usage(FILE *out)
             "  --threads T            compute threads (default: the CPUs online)\n"
             "  --kv-budget BYTES      KV cache memory, K/M/G suffixes (default: one full\n"
             "                         context of this range's layers)\n"
+            "  --kv-type f32|f16      how the KV cache stores keys and values (default f32;\n"
+            "                         f16 takes half the bytes per position, as llama.cpp's\n"
+            "                         default cache)\n"
             "  --max-batch N          rows per stage pass (default 64; larger batches run in\n"
             "                         parts)\n"
             "  --id ID                worker id (default w<FIRST>-<LAST>-<pid>)\n"
@@ -117,6 +120,11 @@ static int s_parse(int argc, char **argv, worker_args *a)
         } else if (!strcmp(o, "--kv-budget")) {
             if (proc_parse_bytes(v, &c->kv_budget_bytes, &err) < 0) {
                 llorch_error_prefix(&err, "--kv-budget");
+                goto bad;
+            }
+        } else if (!strcmp(o, "--kv-type")) {
+            if (kv_type_parse(v, &c->kv_type, &err) < 0) {
+                llorch_error_prefix(&err, "--kv-type");
                 goto bad;
             }
         } else if (!strcmp(o, "--curve-secret"))
@@ -228,6 +236,7 @@ int main(int argc, char **argv)
         goto out;
     }
     stage_opts so = {.threads = c->threads, .kv_budget_bytes = c->kv_budget_bytes,
+                     .kv_type = c->kv_type,
                      .max_batch_rows = c->max_batch};
     st = stage_new(w.m, c->first, c->last, &so, &err);
     if (!st) {
@@ -237,7 +246,7 @@ int main(int argc, char **argv)
     const uint64_t kv_budget = c->kv_budget_bytes
                                    ? c->kv_budget_bytes
                                    : kv_cache_bytes_per_position((int)(c->last - c->first),
-                                                                 (int)w.cfg.kv_dim) *
+                                                                 (int)w.cfg.kv_dim, c->kv_type) *
                                          (uint64_t)(w.cfg.context_length + KV_BLOCK_POSITIONS);
 
     int linger = 0;
@@ -282,8 +291,9 @@ int main(int argc, char **argv)
         log_error("%s", err.msg);
         goto out;
     }
-    log_info("serving layers [%u, %u) of %u on %s%s (kv budget %" PRIu64 " bytes, %s)",
+    log_info("serving layers [%u, %u) of %u on %s%s (kv budget %" PRIu64 " bytes of %s, %s)",
              c->first, c->last, w.cfg.n_layers, c->bind_ep, zap ? " (CurveZMQ)" : "", kv_budget,
+             kv_type_name(c->kv_type),
              w.zero_copy ? "zero copy" : "private copy");
 
     uint64_t malformed = 0;

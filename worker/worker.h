@@ -28,6 +28,7 @@ typedef struct worker_config {
     uint32_t first, last;         /* layers [first, last) */
     int threads;
     uint64_t kv_budget_bytes;     /* 0: one full context of this range's layers */
+    kv_type kv_type;              /* how the KV cache stores keys and values (0: F32) */
     int max_batch;                /* rows the scratch is sized for */
     char id[WIRE_MAX_ID_BYTES + 1];
     bool fetch;                   /* always fetch over the wire, never map */

@@ -274,7 +274,8 @@ static int s_stage_mode(const char *path, int threads, const int *sessions, int 
         return 1;
     }
     enum { PROMPT = 8, STEPS = 16, MAX_SEQ = 64 };
-    const size_t per_pos = kv_cache_bytes_per_position((int)m->config.n_layers, (int)m->config.kv_dim);
+    const size_t per_pos = kv_cache_bytes_per_position((int)m->config.n_layers, (int)m->config.kv_dim,
+                                                       KV_TYPE_F32);
     stage_opts opts = {.threads = threads, .max_batch_rows = 64, .max_seqs = MAX_SEQ, .n_ctx = 256,
                        .kv_budget_bytes = per_pos * 64 * (PROMPT + STEPS + 2 * KV_BLOCK_POSITIONS)};
     stage *s = stage_new(m, 0, m->config.n_layers, &opts, &err);

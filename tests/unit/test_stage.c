@@ -1,5 +1,6 @@
 /* test_stage.c - the forward pass of a tiny random model built in memory: against a
- * naive float64 forward, batching, layer splits, chunking, the KV budget, tracing. */
+ * naive float64 forward, batching, layer splits, chunking, the KV budget (F32 and F16
+ * caches), tracing. */
 #include "testutil.h"
 
 #include <math.h>
@@ -148,6 +149,16 @@ static void s_ref_rope(double *x, int n_heads, int head_dim, int rope_dim, int p
         }
 }
 
+/* When set, the reference rounds as an F16 KV cache does (ggml's arithmetic): keys,
+ * values and the query to F16 before the products, and the softmax weights to F16
+ * before they weigh the values. */
+static bool s_ref_f16;
+
+static double s_r16(double x)
+{
+    return s_ref_f16 ? (double)fp16_to_f32(f32_to_fp16((float)x)) : x;
+}
+
 /* Logits (n_tokens x vocab) of every position of one sequence, F32 weights only. */
 static double *s_ref_forward(const toy_model *t, const int *tokens, int n_tokens)
 {
@@ -171,6 +182,8 @@ static double *s_ref_forward(const toy_model *t, const int *tokens, int n_tokens
             s_ref_matvec(W("attn_v.weight"), xb, kv_dim, dim, v);
             s_ref_rope(q, (int)c->n_heads, hd, (int)c->rope_dim, p, c->rope_freq_base);
             s_ref_rope(k, (int)c->n_kv_heads, hd, (int)c->rope_dim, p, c->rope_freq_base);
+            for (int i = 0; i < kv_dim; i++)
+                k[i] = s_r16(k[i]), v[i] = s_r16(v[i]);
             memcpy(kc + ((size_t)l * n_tokens + p) * kv_dim, k, kv_dim * sizeof(double));
             memcpy(vc + ((size_t)l * n_tokens + p) * kv_dim, v, kv_dim * sizeof(double));
             int group = (int)(c->n_heads / c->n_kv_heads);
@@ -181,7 +194,7 @@ static double *s_ref_forward(const toy_model *t, const int *tokens, int n_tokens
                     const double *ks = kc + ((size_t)l * n_tokens + s) * kv_dim + kvh * hd;
                     double d = 0;
                     for (int i = 0; i < hd; i++)
-                        d += q[h * hd + i] * ks[i];
+                        d += s_r16(q[h * hd + i]) * ks[i];
                     sc[s] = d / sqrt(hd);
                     mx = sc[s] > mx ? sc[s] : mx;
                 }
@@ -190,7 +203,7 @@ static double *s_ref_forward(const toy_model *t, const int *tokens, int n_tokens
                 for (int i = 0; i < hd; i++) {
                     double a = 0;
                     for (int s = 0; s <= p; s++)
-                        a += sc[s] / sum * vc[((size_t)l * n_tokens + s) * kv_dim + kvh * hd + i];
+                        a += s_r16(sc[s] / sum) * vc[((size_t)l * n_tokens + s) * kv_dim + kvh * hd + i];
                     att[h * hd + i] = a;
                 }
             }
@@ -217,10 +230,14 @@ static double *s_ref_forward(const toy_model *t, const int *tokens, int n_tokens
 
 /* ---- helpers ---------------------------------------------------------------------- */
 
+/* The cache type of the stages s_stage makes. */
+static kv_type s_kv = KV_TYPE_F32;
+
 static stage *s_stage(const toy_model *t, uint32_t first, uint32_t last, int threads, int max_rows,
                       size_t budget)
 {
-    stage_opts opts = {.threads = threads, .kv_budget_bytes = budget, .max_batch_rows = max_rows};
+    stage_opts opts = {.threads = threads, .kv_budget_bytes = budget, .max_batch_rows = max_rows,
+                       .kv_type = s_kv};
     llorch_error err = {0};
     stage *s = stage_new(t->m, first, last, &opts, &err);
     if (!s)
@@ -242,9 +259,13 @@ static const int s_tokens[] = {1, 7, 23, 49, 3, 3, 18, 40, 11, 0, 29, 5};
 
 /* ---- tests ------------------------------------------------------------------------ */
 
-static void test_forward_matches_float64_reference(void **state)
+/* The stage against the float64 reference (rounding as an F16 cache does when kv is
+ * F16), in every kernel variant: every logit within tol relative, and at least
+ * min_close of the 600 within 1e-4. */
+static void s_check_reference(kv_type kv, double tol, int min_close)
 {
-    (void)state;
+    s_kv = kv;
+    s_ref_f16 = kv == KV_TYPE_F16;
     static const struct { uint32_t kv_heads, rope_dim; int tied; } shapes[] = {
         {2, 8, 0}, /* GQA */ {1, 8, 1}, /* MQA, tied output */ {8, 6, 0}, /* plain, partial rope */
     };
@@ -264,10 +285,17 @@ static void test_forward_matches_float64_reference(void **state)
             assert_int_equal(s_forward(s, rows, 8, NULL, logits), 8);
             for (int i = 8; i < N_TOKENS; i++)
                 assert_int_equal(s_forward(s, &rows[i], 1, NULL, logits + i * 50), 1);
-            for (int i = 0; i < N_TOKENS * 50; i++)
-                if (fabs(logits[i] - want[i]) > 1e-4 * (1 + fabs(want[i])))
-                    fail_msg("%s shape %zu: logit %d got %.7g want %.7g", kernel_isa_name(isa), sh,
-                             i, logits[i], want[i]);
+            int close = 0;
+            for (int i = 0; i < N_TOKENS * 50; i++) {
+                const double diff = fabs(logits[i] - want[i]) / (1 + fabs(want[i]));
+                if (diff > tol)
+                    fail_msg("%s kv %s shape %zu: logit %d got %.7g want %.7g", kernel_isa_name(isa),
+                             kv_type_name(kv), sh, i, logits[i], want[i]);
+                close += diff <= 1e-4;
+            }
+            if (close < min_close)
+                fail_msg("%s kv %s shape %zu: %d logits within 1e-4 of the reference, want %d",
+                         kernel_isa_name(isa), kv_type_name(kv), sh, close, min_close);
             assert_int_equal(stage_seq_len(s, 5), N_TOKENS);
             stage_free(&s);
             free(want);
@@ -276,16 +304,38 @@ static void test_forward_matches_float64_reference(void **state)
     }
     kernel_isa_select(kernel_isa_available(KERNEL_ISA_AVX2) ? KERNEL_ISA_AVX2 : KERNEL_ISA_SCALAR,
                       NULL);
+    s_kv = KV_TYPE_F32;
+    s_ref_f16 = false;
+}
+
+static void test_forward_matches_float64_reference(void **state)
+{
+    (void)state;
+    s_check_reference(KV_TYPE_F32, 1e-4, N_TOKENS * 50);
+}
+
+/* An F16 cache rounds where ggml rounds for one: against the float64 reference that
+ * rounds keys, values, queries and softmax weights to F16 at those points, most logits
+ * agree to 1e-4 (seen: 392 to 600 of 600; against the unrounded reference, 105 to
+ * 132). The rest differ where float noise moved a
+ * value across an F16 rounding boundary (seen up to 1e-3 relative). */
+static void test_f16_kv_matches_float64_reference_rounding_as_ggml(void **state)
+{
+    (void)state;
+    s_check_reference(KV_TYPE_F16, 3e-3, 300);
 }
 
 /* Three sequences with different prompt lengths, interleaved in one batch and then
- * stepped together, give bit-identical logits to each run alone. */
+ * stepped together, give bit-identical logits to each run alone, with an F32 or an F16
+ * cache. */
 static void test_batched_sequences_equal_separate_runs(void **state)
 {
     (void)state;
     static const enum tensor_type types[] = {TENSOR_F32, TENSOR_F16, TENSOR_BF16, TENSOR_Q8_0};
     static const int prompt_len[3] = {5, 2, 7};
-    for (size_t ti = 0; ti < 4; ti++) {
+    for (size_t run = 0; run < 8; run++) {
+        const size_t ti = run % 4;
+        s_kv = run < 4 ? KV_TYPE_F32 : KV_TYPE_F16;
         toy_model *t = s_toy_new(types[ti], 2, 8, 0, 99 + ti);
         float alone[3][10][50], together[3][10][50];
         for (int q = 0; q < 3; q++) {
@@ -331,14 +381,18 @@ static void test_batched_sequences_equal_separate_runs(void **state)
         stage_free(&s);
         s_toy_free(t);
     }
+    s_kv = KV_TYPE_F32;
 }
 
-/* [0, a) then [a, 3) passing hidden states equals one stage [0, 3), for every a. */
+/* [0, a) then [a, 3) passing hidden states equals one stage [0, 3), for every a, with
+ * an F32 or an F16 cache. */
 static void test_layer_split_equals_one_stage(void **state)
 {
     (void)state;
     static const enum tensor_type types[] = {TENSOR_F32, TENSOR_Q8_0};
-    for (size_t ti = 0; ti < 2; ti++) {
+    for (size_t run = 0; run < 4; run++) {
+        const size_t ti = run % 2;
+        s_kv = run < 2 ? KV_TYPE_F32 : KV_TYPE_F16;
         toy_model *t = s_toy_new(types[ti], 2, 8, 1, 7 + ti);
         stage *whole = s_stage(t, 0, 3, 2, 16, 0);
         stage_row rows[N_TOKENS];
@@ -368,6 +422,7 @@ static void test_layer_split_equals_one_stage(void **state)
         stage_free(&whole);
         s_toy_free(t);
     }
+    s_kv = KV_TYPE_F32;
 }
 
 static void test_batches_larger_than_scratch_run_in_chunks(void **state)
@@ -392,7 +447,7 @@ static void test_kv_budget_overflow_is_an_error_not_an_abort(void **state)
     (void)state;
     toy_model *t = s_toy_new(TENSOR_F32, 2, 8, 0, 5);
     /* room for exactly 2 blocks of 32 positions over 3 layers */
-    const size_t block = kv_cache_bytes_per_position(3, 16) * KV_BLOCK_POSITIONS;
+    const size_t block = kv_cache_bytes_per_position(3, 16, KV_TYPE_F32) * KV_BLOCK_POSITIONS;
     stage *s = s_stage(t, 0, 3, 1, 64, 2 * block);
     stage_row rows[64];
     float *out = malloc(64 * 50 * sizeof(float));
@@ -418,6 +473,43 @@ static void test_kv_budget_overflow_is_an_error_not_an_abort(void **state)
     assert_null(stage_new(t->m, 0, 3, &opts, &err));
     assert_non_null(strstr(err.msg, "does not hold one block"));
     stage_free(&s);
+    free(out);
+    s_toy_free(t);
+}
+
+/* An F16 position costs half an F32 one, and a budget holds twice the positions. */
+static void test_f16_kv_budget_counts_half_the_bytes(void **state)
+{
+    (void)state;
+    s_kv = KV_TYPE_F32;
+    const size_t f32 = kv_cache_bytes_per_position(3, 16, KV_TYPE_F32);
+    assert_int_equal(f32, 3 * 2 * 16 * sizeof(float));
+    assert_int_equal(kv_cache_bytes_per_position(3, 16, KV_TYPE_F16), f32 / 2);
+    toy_model *t = s_toy_new(TENSOR_F32, 2, 8, 0, 5);
+    stage_row rows[64];
+    float *out = malloc(64 * 50 * sizeof(float));
+    for (int i = 0; i < 64; i++)
+        rows[i] = (stage_row){.seq_id = 1, .pos = i, .token = i % 50, .want_logits = i == 63};
+    llorch_error err = {0};
+    /* one F32 block of bytes: 32 positions of F32, 64 of F16 */
+    stage *s32 = s_stage(t, 0, 3, 1, 64, f32 * KV_BLOCK_POSITIONS);
+    assert_int_equal(stage_forward(s32, rows, 64, NULL, out, &err), LLORCH_ERR_NO_MEMORY);
+    assert_int_equal(s_forward(s32, rows, 32, NULL, out), 0);
+    s_kv = KV_TYPE_F16;
+    stage *s16 = s_stage(t, 0, 3, 1, 64, f32 * KV_BLOCK_POSITIONS);
+    assert_int_equal(s_forward(s16, rows, 64, NULL, out), 1);
+    rows[0] = (stage_row){.seq_id = 2, .pos = 0, .token = 1, .want_logits = true};
+    assert_int_equal(stage_forward(s16, rows, 1, NULL, out, &err), LLORCH_ERR_NO_MEMORY);
+    s_kv = KV_TYPE_F32;
+    kv_type parsed;
+    assert_int_equal(kv_type_parse("F16", &parsed, &err), 0);
+    assert_int_equal(parsed, KV_TYPE_F16);
+    assert_int_equal(kv_type_parse("f32", &parsed, &err), 0);
+    assert_int_equal(parsed, KV_TYPE_F32);
+    assert_int_equal(kv_type_parse("q8_0", &parsed, &err), -1);
+    assert_non_null(strstr(err.msg, "f32 or f16"));
+    stage_free(&s32);
+    stage_free(&s16);
     free(out);
     s_toy_free(t);
 }
@@ -560,6 +652,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_forward_matches_float64_reference),
+        cmocka_unit_test(test_f16_kv_matches_float64_reference_rounding_as_ggml),
+        cmocka_unit_test(test_f16_kv_budget_counts_half_the_bytes),
         cmocka_unit_test(test_batched_sequences_equal_separate_runs),
         cmocka_unit_test(test_layer_split_equals_one_stage),
         cmocka_unit_test(test_batches_larger_than_scratch_run_in_chunks),

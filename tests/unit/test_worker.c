@@ -385,7 +385,7 @@ static void test_stage_failure_kind_picks_the_wire_code(void **state)
     stage *ref = s_ref_stage(); /* opens the model */
     stage_free(&ref);
     const size_t block = kv_cache_bytes_per_position(N_LAYERS,
-                                                     (int)s_ref_model->config.kv_dim) *
+                                                     (int)s_ref_model->config.kv_dim, KV_TYPE_F32) *
                          KV_BLOCK_POSITIONS;
     stage_opts o = {.threads = 1, .max_batch_rows = 64, .max_seqs = 2,
                     .kv_budget_bytes = 2 * block};
