@@ -29,6 +29,8 @@ static void s_usage(FILE *out)
             "      --repeat-penalty R  penalty for the last 64 tokens; 1 = off (default 1)\n"
             "      --seed S            seed of the sampler; -1 = random (default -1)\n"
             "      --threads T         threads (default: the CPUs online)\n"
+            "      --kv-type f32|f16   how the KV cache stores keys and values (default f32;\n"
+            "                          f16 takes half the memory, as llama.cpp's default)\n"
             "      --top K             report the K most probable tokens of every step (JSON)\n"
             "      --json              print one JSON object instead of streaming the text:\n"
             "                          prompt_tokens, tokens, text, stop_reason, timings\n"
@@ -131,6 +133,8 @@ int cmd_generate(int argc, char **argv)
             bad = generate_opt_long(a, v, 1, 256, &threads);
         } else if (!strcmp(a, "--top")) {
             bad = generate_opt_long(a, v, 0, 1000, &top);
+        } else if (!strcmp(a, "--kv-type")) {
+            bad = generate_opt_kv_type(a, v, &p.kv_type);
         } else {
             fprintf(stderr, "llorch generate: unknown option %s\n\n", a);
             s_usage(stderr);

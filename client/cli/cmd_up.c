@@ -16,6 +16,7 @@
 
 #include "cli.h"
 #include "gguf.h"
+#include "kv_cache.h"
 #include "lib/llorch.h"
 #include "proc.h"
 #include "up.h"
@@ -242,12 +243,16 @@ int up_start(const up_opts *o, up_pipeline *p, llorch_error *err)
         snprintf(id, sizeof id, "w%d-%u-%u", i, ranges[i][0], ranges[i][1]);
         snprintf(threads_s, sizeof threads_s, "%d", threads);
         snprintf(bin, sizeof bin, "%s/llorch-worker", dir);
-        char *argv[20] = {bin, "--loader", loader_ep, "--router", control_ep, "--bind", bind,
+        char *argv[22] = {bin, "--loader", loader_ep, "--router", control_ep, "--bind", bind,
                           "--layers", layers, "--threads", threads_s, "--id", id};
         int k = 13;
         if (o->kv_budget) {
             argv[k++] = "--kv-budget";
             argv[k++] = (char *)o->kv_budget;
+        }
+        if (o->kv_type) {
+            argv[k++] = "--kv-type";
+            argv[k++] = (char *)o->kv_type;
         }
         if (o->verify)
             argv[k++] = "--verify";
@@ -404,6 +409,8 @@ static void s_usage(FILE *out)
             "  --threads-per-worker T      threads of each worker (default: CPUs / K)\n"
             "  --endpoint EP               the client endpoint (default ipc://RUN_DIR/clients)\n"
             "  --kv-budget B               KV cache bytes per worker (e.g. 512M)\n"
+            "  --kv-type f32|f16           how the workers' KV caches store keys and values\n"
+            "                              (default f32; f16 takes half the bytes)\n"
             "  --verify                    workers check the digests of their tensors in\n"
             "                              the shared segment before serving\n"
             "  --http ADDR:PORT            serve the OpenAI-compatible HTTP API there; the\n"
@@ -440,7 +447,7 @@ int up_parse_option(up_opts *o, int argc, char **argv, int *i)
     }
     const bool known = !strcmp(a, "--workers") || !strcmp(a, "--split") ||
                        !strcmp(a, "--threads-per-worker") || !strcmp(a, "--endpoint") ||
-                       !strcmp(a, "--kv-budget");
+                       !strcmp(a, "--kv-budget") || !strcmp(a, "--kv-type");
     if (!known)
         return 0;
     if (*i + 1 >= argc) {
@@ -462,6 +469,13 @@ int up_parse_option(up_opts *o, int argc, char **argv, int *i)
         o->split = v;
     } else if (!strcmp(a, "--endpoint")) {
         o->endpoint = v;
+    } else if (!strcmp(a, "--kv-type")) {
+        kv_type t;
+        if (kv_type_parse(v, &t, &err) != 0) {
+            llorch_error_prefix(&err, "--kv-type");
+            goto bad;
+        }
+        o->kv_type = v;
     } else {
         uint64_t bytes;
         if (proc_parse_bytes(v, &bytes, &err) != 0)

@@ -24,6 +24,15 @@ int generate_opt_float(const char *opt, const char *v, float *out)
     return -1;
 }
 
+int generate_opt_kv_type(const char *opt, const char *v, kv_type *out)
+{
+    llorch_error err = {0};
+    if (kv_type_parse(v, out, &err) == 0)
+        return 0;
+    fprintf(stderr, "llorch generate: %s: %s\n", opt, err.msg);
+    return -1;
+}
+
 int generate_opt_sampling(const char *opt, const char *v, sampler_params *sp)
 {
     long n;

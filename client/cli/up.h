@@ -18,6 +18,7 @@ typedef struct up_opts {
     int threads_per_worker;      /* 0 = CPUs online / K, at least 1 */
     const char *endpoint;        /* the router's client endpoint; NULL = ipc:// in the run dir */
     const char *kv_budget;       /* passed to every worker as --kv-budget, or NULL */
+    const char *kv_type;         /* passed to every worker as --kv-type ("f32", "f16"), or NULL */
     bool verify;                 /* passed to every worker as --verify */
     bool quiet;                  /* children log into files in the run dir, not stderr */
     const char *router_extra[UP_MAX_ROUTER_EXTRA]; /* (n_router_extra) more router arguments:
@@ -56,7 +57,7 @@ int up_wait(up_pipeline *p, llorch_error *err);
 void up_stop(up_pipeline *p);
 
 /* Parses one of the options `up` and `generate --workers` share (--workers, --split,
- * --threads-per-worker, --endpoint, --kv-budget) at argv[*i] into o, moving *i past its
+ * --threads-per-worker, --endpoint, --kv-budget, --kv-type) at argv[*i] into o, moving *i past its
  * value. Returns 1 when it was one, 0 when not, -1 after printing a bad value. */
 int up_parse_option(up_opts *o, int argc, char **argv, int *i);
 
