@@ -217,6 +217,12 @@ int cmd_generate_remote(int argc, char **argv)
                         "start one: give one or the other\n");
         return 2;
     }
+    if (router_ep && (up.kv_budget || up.kv_type || up.threads_per_worker)) {
+        fprintf(stderr, "llorch generate: --kv-budget, --kv-type and --threads-per-worker set up "
+                        "the workers of a pipeline started with --workers; a running router's "
+                        "workers keep theirs\n");
+        return 2;
+    }
     if ((curve_key != NULL) != (curve_server != NULL)) {
         fprintf(stderr, "llorch generate: --curve-key and --curve-server-public go together\n");
         return 2;
