@@ -15,7 +15,7 @@ typedef struct up_opts {
     const char *model;           /* GGUF file */
     int n_workers;               /* K; 0 = as many as --split has ranges (else 1) */
     const char *split;           /* "0:8,8:16,16:22" or NULL for an even split */
-    int threads_per_worker;      /* 0 = CPUs online / K, at least 1 */
+    int threads_per_worker;      /* 0 = the CPUs online */
     const char *endpoint;        /* the router's client endpoint; NULL = ipc:// in the run dir */
     const char *kv_budget;       /* passed to every worker as --kv-budget, or NULL */
     const char *kv_type;         /* passed to every worker as --kv-type ("f32", "f16"), or NULL */
