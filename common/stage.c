@@ -41,8 +41,10 @@ struct stage {
     float *proj;  /* (max_rows, dim) output of wo and ffn_down */
     void *act_buf[3]; /* prepared activations, act_bytes each */
     size_t act_bytes;
-    float *scores;    /* (threads, n_ctx) attention scores of one (row, head) */
-    uint16_t *q16;    /* (threads, head_dim) a query head rounded to F16 (F16 cache) */
+    float *scores;    /* (threads, group, n_ctx) attention scores of one (row, kv head)'s
+                       * query heads (group = n_heads / n_kv_heads) */
+    uint16_t *q16;    /* (threads, group, head_dim) those query heads rounded to F16 (F16
+                       * cache) */
     float *rope_cs;   /* (max_rows, rope_dim) cos/sin of each row's position */
     int *row_slot;    /* (max_rows) kv cache slot of each row of the chunk */
     int *logit_rows;  /* (max_rows) rows of the chunk that want logits */
@@ -163,8 +165,9 @@ stage *stage_new(const model *m, uint32_t first, uint32_t last, const stage_opts
     }
     for (int i = 0; i < 3; i++)
         s->act_buf[i] = malloc(s->act_bytes);
-    s->scores = malloc((size_t)opts->threads * (size_t)s->n_ctx * sizeof(float));
-    s->q16 = malloc((size_t)opts->threads * c->head_dim * sizeof(uint16_t));
+    const size_t group = c->n_heads / c->n_kv_heads;
+    s->scores = malloc((size_t)opts->threads * group * (size_t)s->n_ctx * sizeof(float));
+    s->q16 = malloc((size_t)opts->threads * group * c->head_dim * sizeof(uint16_t));
     s->rope_cs = malloc(rows * c->rope_dim * sizeof(float));
     s->row_slot = malloc(rows * sizeof(int));
     s->logit_rows = malloc(rows * sizeof(int));
@@ -327,12 +330,14 @@ typedef struct attention_job {
     int layer; /* within the stage */
 } attention_job;
 
-/* One (row, head) per item: scores against every cached position up to the row's own
- * (causal), softmax, weighted sum of the values into xb. Query head h reads kv head
- * h / (n_heads / n_kv_heads): grouped-query and multi-query attention. With an F16
- * cache the arithmetic is ggml's for an F16 cache without flash attention: K.q is a
- * product of F16 values (q rounded to F16) accumulated in float, and the softmax
- * weights are rounded to F16 before they weigh the F16 values. */
+/* One (row, kv head) per item: for each query head h of the kv head's group (h / (n_heads
+ * / n_kv_heads) is its kv head: grouped-query and multi-query attention), scores against
+ * every cached position up to the row's own (causal), softmax, weighted sum of the values
+ * into xb. Each cached key and value is read once for the whole group, not once per query
+ * head; every head's arithmetic is the same sequence as on its own. With an F16 cache the
+ * arithmetic is ggml's for an F16 cache without flash attention: K.q is a product of F16
+ * values (q rounded to F16) accumulated in float, and the softmax weights are rounded to
+ * F16 before they weigh the F16 values. */
 static void s_attention_share(void *ctx, int64_t begin, int64_t end, int thread_index)
 {
     const attention_job *job = ctx;
@@ -342,48 +347,63 @@ static void s_attention_share(void *ctx, int64_t begin, int64_t end, int thread_
     const int group = (int)(c->n_heads / c->n_kv_heads);
     const float scale = 1.0f / sqrtf((float)head_dim);
     const bool f16 = s->kv->type == KV_TYPE_F16;
-    float *scores = s->scores + (size_t)thread_index * (size_t)s->n_ctx;
-    uint16_t *q16 = s->q16 + (size_t)thread_index * (size_t)head_dim;
+    const size_t n_ctx = (size_t)s->n_ctx;
+    float *scores = s->scores + (size_t)thread_index * (size_t)group * n_ctx;
+    uint16_t *q16 = s->q16 + (size_t)thread_index * (size_t)group * (size_t)head_dim;
     for (int64_t item = begin; item < end; item++) {
-        const int r = (int)(item / c->n_heads), h = (int)(item % c->n_heads);
+        const int r = (int)(item / c->n_kv_heads), kvh = (int)(item % c->n_kv_heads);
+        const int h0 = kvh * group;
         const int32_t pos = job->rows[r].pos;
         const int slot = s->row_slot[r];
-        const int kv_offset = (h / group) * head_dim;
-        const float *q = s->q + (size_t)r * c->q_dim + (size_t)h * head_dim;
+        const int kv_offset = kvh * head_dim;
+        const float *q = s->q + (size_t)r * c->q_dim + (size_t)h0 * head_dim;
         if (f16) {
-            kernel_f32_to_f16(q, q16, head_dim);
-            for (int32_t t = 0; t <= pos; t++)
-                scores[t] = kernel_dot_f16(kv_cache_k_f16(s->kv, slot, job->layer, t) + kv_offset,
-                                           q16, head_dim);
+            kernel_f32_to_f16(q, q16, (int64_t)group * head_dim);
+            for (int32_t t = 0; t <= pos; t++) {
+                const uint16_t *k = kv_cache_k_f16(s->kv, slot, job->layer, t) + kv_offset;
+                for (int g = 0; g < group; g++)
+                    scores[g * n_ctx + t] = kernel_dot_f16(k, q16 + (size_t)g * head_dim, head_dim);
+            }
         } else {
-            for (int32_t t = 0; t <= pos; t++)
-                scores[t] = kernel_dot_f32(q, kv_cache_k(s->kv, slot, job->layer, t) + kv_offset,
-                                           head_dim);
+            for (int32_t t = 0; t <= pos; t++) {
+                const float *k = kv_cache_k(s->kv, slot, job->layer, t) + kv_offset;
+                for (int g = 0; g < group; g++)
+                    scores[g * n_ctx + t] = kernel_dot_f32(q + (size_t)g * head_dim, k, head_dim);
+            }
         }
-        float *trace_row = NULL;
-        if (s->trace_kq) {
-            trace_row = s->trace_kq + ((size_t)h * job->n_rows + r) * s->trace_n_kv;
-            for (int t = 0; t < s->trace_n_kv; t++)
-                trace_row[t] = t <= pos ? scores[t] : -INFINITY;
-        }
-        for (int32_t t = 0; t <= pos; t++)
-            scores[t] *= scale;
-        kernel_softmax(scores, pos + 1);
-        if (trace_row) {
-            trace_row = s->trace_kq_soft + ((size_t)h * job->n_rows + r) * s->trace_n_kv;
-            for (int t = 0; t < s->trace_n_kv; t++)
-                trace_row[t] = t <= pos ? scores[t] : 0.0f;
-        }
-        float *out = s->xb + (size_t)r * c->q_dim + (size_t)h * head_dim;
-        memset(out, 0, (size_t)head_dim * sizeof *out);
-        if (f16) {
+        for (int g = 0; g < group; g++) {
+            float *sc = scores + g * n_ctx;
+            const int h = h0 + g;
+            float *trace_row = NULL;
+            if (s->trace_kq) {
+                trace_row = s->trace_kq + ((size_t)h * job->n_rows + r) * s->trace_n_kv;
+                for (int t = 0; t < s->trace_n_kv; t++)
+                    trace_row[t] = t <= pos ? sc[t] : -INFINITY;
+            }
             for (int32_t t = 0; t <= pos; t++)
-                kernel_axpy_f16(out, fp16_to_f32(f32_to_fp16(scores[t])),
-                                kv_cache_v_f16(s->kv, slot, job->layer, t) + kv_offset, head_dim);
-        } else {
-            for (int32_t t = 0; t <= pos; t++)
-                kernel_axpy(out, scores[t], kv_cache_v(s->kv, slot, job->layer, t) + kv_offset,
-                            head_dim);
+                sc[t] *= scale;
+            kernel_softmax(sc, pos + 1);
+            if (trace_row) {
+                trace_row = s->trace_kq_soft + ((size_t)h * job->n_rows + r) * s->trace_n_kv;
+                for (int t = 0; t < s->trace_n_kv; t++)
+                    trace_row[t] = t <= pos ? sc[t] : 0.0f;
+            }
+            if (f16)
+                for (int32_t t = 0; t <= pos; t++)
+                    sc[t] = fp16_to_f32(f32_to_fp16(sc[t]));
+        }
+        float *out = s->xb + (size_t)r * c->q_dim + (size_t)h0 * head_dim;
+        memset(out, 0, (size_t)group * head_dim * sizeof *out);
+        for (int32_t t = 0; t <= pos; t++) {
+            if (f16) {
+                const uint16_t *v = kv_cache_v_f16(s->kv, slot, job->layer, t) + kv_offset;
+                for (int g = 0; g < group; g++)
+                    kernel_axpy_f16(out + (size_t)g * head_dim, scores[g * n_ctx + t], v, head_dim);
+            } else {
+                const float *v = kv_cache_v(s->kv, slot, job->layer, t) + kv_offset;
+                for (int g = 0; g < group; g++)
+                    kernel_axpy(out + (size_t)g * head_dim, scores[g * n_ctx + t], v, head_dim);
+            }
         }
     }
 }
@@ -464,7 +484,7 @@ static int s_forward_chunk(stage *s, const stage_row *rows, int n, const float *
         int64_t work = 0;
         for (int r = 0; r < n; r++)
             work += 2 * (int64_t)(rows[r].pos + 1) * c->q_dim;
-        s_parallel(s, (int64_t)n * c->n_heads, work, s_attention_share, &job);
+        s_parallel(s, (int64_t)n * c->n_kv_heads, work, s_attention_share, &job);
         if (s->trace_kq) {
             s_trace(s, "kq", L, s->trace_kq, 3, s->trace_n_kv, n, c->n_heads);
             s_trace(s, "kq_softmax", L, s->trace_kq_soft, 3, s->trace_n_kv, n, c->n_heads);
