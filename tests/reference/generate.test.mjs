@@ -1,7 +1,7 @@
 // generate.test.mjs - proves `llorch generate` (in-process) gives llama.cpp's greedy tokens and per-step top-5 probabilities, on stories260K (v3 and v1) and generated models of several shapes and types, in every kernel variant.
 import {test, before, after} from "node:test";
 import assert from "node:assert/strict";
-import {llamaCpp, llorch, mkmodel, requireLlorch, sharedFile} from "./lib.mjs";
+import {compareTop, llamaCpp, llamaGreedy, llorch, mkmodel, requireLlorch, sharedFile} from "./lib.mjs";
 
 const N_PREDICT = 64;
 const TOP = 5;
@@ -42,7 +42,6 @@ const cases = [
 ];
 
 let llama;
-const refCache = new Map();
 
 before(async () => {
     requireLlorch();
@@ -52,40 +51,6 @@ before(async () => {
 after(async () => {
     await llama?.dispose();
 });
-
-// llama.cpp's greedy run: prompt tokens, then per step the chosen token and the top
-// probabilities (softmax of the raw logits), until EOS or N_PREDICT tokens.
-async function llamaGreedy(file, prompt) {
-    const key = `${file}\n${prompt}`;
-    if (refCache.has(key))
-        return refCache.get(key);
-    const model = await llama.loadModel({modelPath: file});
-    const context = await model.createContext({contextSize: 256, batchSize: 256, threads: 2,
-                                               flashAttention: false,
-                                               experimentalKvCacheKeyType: "F32",
-                                               experimentalKvCacheValueType: "F32"});
-    const prompt_tokens = Array.from(model.tokenize(prompt));
-    if (model.tokens.shouldPrependBosToken)
-        prompt_tokens.unshift(model.tokens.bos);
-    const steps = [];
-    let eos = false;
-    const seq = context.getSequence();
-    for await (const out of seq.evaluateWithMetadata(prompt_tokens, {probabilities: true}, {temperature: 0})) {
-        const top = Array.from(out.probabilities.entries()).slice(0, TOP + 1).map(([id, p]) => ({id, p}));
-        steps.push({token: out.token, top});
-        if (out.token === model.tokens.eos) {
-            eos = true;
-            break;
-        }
-        if (steps.length >= N_PREDICT)
-            break;
-    }
-    await context.dispose();
-    await model.dispose();
-    const ref = {prompt_tokens, steps, eos};
-    refCache.set(key, ref);
-    return ref;
-}
 
 // The scalar runs also read the weights from the mapped file (--mmap), the others from
 // the copy on huge pages: both placements are held to llama.cpp.
@@ -97,29 +62,12 @@ function llorchGreedy(file, prompt, isa) {
     return JSON.parse(out);
 }
 
-// Position k < TOP of both top lists must hold the same id unless its probability is
-// within the tolerance of a neighbour's (a near tie may order either way; the lists
-// hold TOP + 1 entries so that rank TOP - 1 has a neighbour below).
-function compareTop(mine, ref, tol, where) {
-    let maxDiff = 0;
-    for (let k = 0; k < TOP; k++) {
-        const diff = Math.abs(mine[k].p - ref[k].p);
-        maxDiff = Math.max(maxDiff, diff);
-        assert.ok(diff <= tol, `${where} rank ${k}: p ${mine[k].p} vs llama.cpp ${ref[k].p} (tol ${tol})`);
-        if (mine[k].id !== ref[k].id) {
-            const near = [k - 1, k + 1].some((j) => j >= 0 && j <= TOP && Math.abs(ref[j].p - ref[k].p) <= 2 * tol);
-            assert.ok(near, `${where} rank ${k}: id ${mine[k].id} vs llama.cpp ${ref[k].id}`);
-        }
-    }
-    return maxDiff;
-}
-
 for (const c of cases) {
     for (const isa of [null, "scalar"]) {
         test(`greedy ${N_PREDICT} tokens and top-${TOP} probabilities equal llama.cpp's: ${c.name}` +
              `${isa ? ` (LLORCH_ISA=${isa}, --mmap)` : ""}`, async (t) => {
             const file = c.file();
-            const ref = await llamaGreedy(c.ref ? c.ref() : file, c.prompt);
+            const ref = await llamaGreedy(llama, c.ref ? c.ref() : file, c.prompt, {nPredict: N_PREDICT, top: TOP, kvType: "F32"});
             const got = llorchGreedy(file, c.prompt, isa);
             assert.deepEqual(got.prompt_tokens, ref.prompt_tokens, "prompt tokens");
             const refTokens = ref.steps.map((s) => s.token).filter((_, i) => !(ref.eos && i === ref.steps.length - 1));
@@ -128,7 +76,7 @@ for (const c of cases) {
             assert.equal(got.top.length, got.tokens.length);
             let maxDiff = 0;
             for (let s = 0; s < got.tokens.length; s++)
-                maxDiff = Math.max(maxDiff, compareTop(got.top[s], ref.steps[s].top, TOL[c.type], `step ${s}`));
+                maxDiff = Math.max(maxDiff, compareTop(got.top[s], ref.steps[s].top, TOP, TOL[c.type], `step ${s}`));
             t.diagnostic(`max |dp| over ${got.tokens.length} steps: ${maxDiff.toExponential(2)} ` +
                          `(tolerance ${TOL[c.type]})`);
             assert.ok(typeof got.text === "string" && got.text.length > 0);

@@ -1,7 +1,7 @@
 // generate_kv16.test.mjs - proves `llorch generate --kv-type f16` gives llama.cpp's greedy tokens and per-step top-5 probabilities with F16 K and V caches (llama.cpp's default), on stories260K and a generated GQA model, in every kernel variant.
 import {test, before, after} from "node:test";
 import assert from "node:assert/strict";
-import {llamaCpp, llorch, mkmodel, requireLlorch, sharedFile} from "./lib.mjs";
+import {compareTop, llamaCpp, llamaGreedy, llorch, mkmodel, requireLlorch, sharedFile} from "./lib.mjs";
 
 const N_PREDICT = 64;
 const TOP = 5;
@@ -28,7 +28,6 @@ const cases = [
 ];
 
 let llama;
-const refCache = new Map();
 
 before(async () => {
     requireLlorch();
@@ -39,62 +38,12 @@ after(async () => {
     await llama?.dispose();
 });
 
-// llama.cpp's greedy run with F16 K and V caches and no flash attention (the path
-// whose arithmetic llorch's F16 cache follows).
-async function llamaGreedy(file, prompt) {
-    const key = `${file}\n${prompt}`;
-    if (refCache.has(key))
-        return refCache.get(key);
-    const model = await llama.loadModel({modelPath: file});
-    const context = await model.createContext({contextSize: 256, batchSize: 256, threads: 2,
-                                               flashAttention: false,
-                                               experimentalKvCacheKeyType: "F16",
-                                               experimentalKvCacheValueType: "F16"});
-    const prompt_tokens = Array.from(model.tokenize(prompt));
-    if (model.tokens.shouldPrependBosToken)
-        prompt_tokens.unshift(model.tokens.bos);
-    const steps = [];
-    let eos = false;
-    const seq = context.getSequence();
-    for await (const out of seq.evaluateWithMetadata(prompt_tokens, {probabilities: true}, {temperature: 0})) {
-        const top = Array.from(out.probabilities.entries()).slice(0, TOP + 1).map(([id, p]) => ({id, p}));
-        steps.push({token: out.token, top});
-        if (out.token === model.tokens.eos) {
-            eos = true;
-            break;
-        }
-        if (steps.length >= N_PREDICT)
-            break;
-    }
-    await context.dispose();
-    await model.dispose();
-    const ref = {prompt_tokens, steps, eos};
-    refCache.set(key, ref);
-    return ref;
-}
-
 function llorchGreedy(file, prompt, kvType, isa) {
     const out = llorch(["generate", "-m", file, "-p", prompt, "-n", String(N_PREDICT), "--temp", "0",
                         "--top", String(TOP + 1), "--json", "--in-process", "--threads", "2",
                         "--kv-type", kvType],
                        isa ? {LLORCH_ISA: isa} : {});
     return JSON.parse(out);
-}
-
-// As generate.test.mjs: rank k must hold llama.cpp's id unless its probability is
-// within the tolerance of a neighbour's.
-function compareTop(mine, ref, tol, where) {
-    let maxDiff = 0;
-    for (let k = 0; k < TOP; k++) {
-        const diff = Math.abs(mine[k].p - ref[k].p);
-        maxDiff = Math.max(maxDiff, diff);
-        assert.ok(diff <= tol, `${where} rank ${k}: p ${mine[k].p} vs llama.cpp ${ref[k].p} (tol ${tol})`);
-        if (mine[k].id !== ref[k].id) {
-            const near = [k - 1, k + 1].some((j) => j >= 0 && j <= TOP && Math.abs(ref[j].p - ref[k].p) <= 2 * tol);
-            assert.ok(near, `${where} rank ${k}: id ${mine[k].id} vs llama.cpp ${ref[k].id}`);
-        }
-    }
-    return maxDiff;
 }
 
 function maxTopDiff(got, ref) {
@@ -110,7 +59,7 @@ for (const c of cases) {
         test(`--kv-type f16: greedy ${N_PREDICT} tokens and top-${TOP} probabilities equal llama.cpp's ` +
              `with an F16 cache: ${c.name}${isa ? ` (LLORCH_ISA=${isa})` : ""}`, async (t) => {
             const file = c.file();
-            const ref = await llamaGreedy(file, c.prompt);
+            const ref = await llamaGreedy(llama, file, c.prompt, {nPredict: N_PREDICT, top: TOP, kvType: "F16"});
             const got = llorchGreedy(file, c.prompt, "f16", isa);
             assert.deepEqual(got.prompt_tokens, ref.prompt_tokens, "prompt tokens");
             const refTokens = ref.steps.map((s) => s.token).filter((_, i) => !(ref.eos && i === ref.steps.length - 1));
@@ -118,7 +67,7 @@ for (const c of cases) {
             assert.equal(got.stop_reason, ref.eos ? "eos" : "length");
             let maxDiff = 0;
             for (let s = 0; s < got.tokens.length; s++)
-                maxDiff = Math.max(maxDiff, compareTop(got.top[s], ref.steps[s].top, TOL, `step ${s}`));
+                maxDiff = Math.max(maxDiff, compareTop(got.top[s], ref.steps[s].top, TOP, TOL, `step ${s}`));
             // The F32 cache against the same F16 reference: how far apart the two cache
             // types are, which the F16 cache must beat.
             const f32Diff = maxTopDiff(llorchGreedy(file, c.prompt, "f32", isa), ref);
