@@ -7,8 +7,9 @@
  * workers that cover every layer become pipelines; clients submit on the clients socket
  * and become sessions that are batched, up to max_inflight FORWARDs in flight per
  * pipeline (each session in one at most), and sampled when their logits come back
- * (router_sessions.c). docs/pipeline.md is the
- * contract this implements. */
+ * (router_sessions.c); a session a worker's full KV budget stops is preempted and
+ * recomputed later while others run there. docs/pipeline.md is the contract this
+ * implements. */
 
 #include <signal.h>
 #include <stdbool.h>
@@ -25,6 +26,11 @@
 #define ROUTER_MAX_PIPELINES 64
 #define ROUTER_MAX_PUSH 256        /* cached PUSH sockets to first workers */
 #define ROUTER_MAX_INFLIGHT 16     /* batches in flight on one pipeline */
+/* SESSION_FREE travels on the control socket, FORWARDs on others: a worker may run a
+ * batch before a free sent earlier. A full KV budget within this long of a free on the
+ * pipeline may be stale, and the session it stopped retries after ROUTER_RETRY_MS. */
+#define ROUTER_FREE_SETTLE_MS 1000
+#define ROUTER_RETRY_MS 20
 
 typedef struct router_opts {
     const char *loader_endpoint;   /* where the loader serves the MANIFEST */
@@ -80,6 +86,8 @@ typedef struct router_pipeline {
     int n_inflight;                /* used slots of batches */
     router_batch batches[ROUTER_MAX_INFLIGHT]; /* in flight; parts allocated once per slot */
     int n_sessions;                /* sessions assigned */
+    uint64_t departures;           /* sessions that finished on it */
+    int64_t last_free_ms;          /* when it was last sent a SESSION_FREE */
 } router_pipeline;
 
 typedef enum router_session_state {
@@ -111,6 +119,12 @@ typedef struct router_session {
     tokenizer_stream stream;
     bool cancelled;                /* CANCEL or the client is gone: end at the next chance */
     bool client_gone;              /* send nothing more to the client */
+    /* Preempted (its KV freed when a worker's budget was full): it sends nothing until
+     * its pipeline's departures exceed resume_after, then recomputes from position 0. */
+    bool preempted;
+    uint64_t resume_after;
+    uint64_t preempt_seq;          /* order of preemption: the oldest resumes first */
+    int64_t retry_at_ms;           /* sends nothing before (a full budget that may be stale) */
     double submit_ms, start_ms, prompt_done_ms;
 } router_session;
 
@@ -118,6 +132,7 @@ typedef struct router_stats {
     uint64_t requests, refused, tokens_in, tokens_out, batches, rows, max_rows_in_batch;
     uint64_t max_batches_in_flight; /* on one pipeline at once */
     uint64_t sessions_done, errors, malformed;
+    uint64_t preemptions;          /* sessions set back to wait for KV room */
 } router_stats;
 
 typedef struct router {
@@ -148,6 +163,8 @@ typedef struct router {
     int n_active;
     uint64_t next_session_id;
     uint64_t next_batch_id;
+    uint64_t next_preempt_seq;
+    int64_t wake_ms;               /* a session's retry_at_ms the poll must wake for, or 0 */
     int rr;                        /* round-robin start for batch fairness */
 
     float *scratch;                /* (n_vocab) logits being sampled */
@@ -173,7 +190,7 @@ void router_control_message(router *r, const wire_msg *raw, const wire_message *
  * out of service). Returns the ms until it next needs to run. */
 int router_workers_tick(router *r);
 
-/* Sends SESSION_FREE for session_id to every worker of pipeline p. */
+/* Sends SESSION_FREE for session_id to every worker of pipeline p (and notes when). */
 void router_free_session_on_workers(router *r, int p, uint64_t session_id);
 
 /* Counts of live workers and pipelines in service. */
@@ -203,7 +220,8 @@ int router_batch_parts_cap(const router_opts *o);
 int router_max_inflight(const router *r, int p);
 
 /* Admits queued requests to free slots and, while a pipeline has free in-flight
- * capacity and ready sessions, sends it another FORWARD holding a group of them. */
+ * capacity and ready sessions, sends it another FORWARD holding a group of them. Sets
+ * r->wake_ms when a session waits for a time rather than a message. */
 void router_step(router *r);
 
 /* A pipeline went out of service: its sessions end with ERROR + DONE("error") naming

@@ -251,6 +251,11 @@ static int s_run(router *r, llorch_error *err)
              r->opts.results_endpoint, r->opts.clients_endpoint);
     while (!s_stop) {
         int wait_ms = router_workers_tick(r);
+        if (r->wake_ms) {
+            const int64_t until = r->wake_ms - router_now_ms();
+            if (until < wait_ms)
+                wait_ms = until < 1 ? 1 : (int)until;
+        }
         zmq_pollitem_t items[] = {
             {.socket = r->results, .events = ZMQ_POLLIN},
             {.socket = r->control, .events = ZMQ_POLLIN},

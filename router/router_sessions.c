@@ -78,6 +78,31 @@ static void s_refuse(router *r, const wire_msg *raw, uint32_t code, const char *
     }
 }
 
+/* A session of pipeline p finished, freeing KV room there: the preempted session of p
+ * that has waited longest may send again. Only a finish lets one back, one per finish:
+ * were a preemption to let another back, the sessions running would never get fewer
+ * and they would take turns evicting each other (on 4 sessions of 120 tokens in a
+ * budget for 1.5 of them, a thousand preemptions instead of a handful). */
+static void s_departed(router *r, int p)
+{
+    router_pipeline *pl = &r->pipelines[p];
+    pl->departures++;
+    router_session *oldest = NULL;
+    for (int i = 0; i < r->n_sessions; i++) {
+        router_session *s = r->sessions[i];
+        if (s->state == SESSION_ACTIVE && s->pipeline == p && s->preempted &&
+            s->resume_after < pl->departures &&
+            (!oldest || s->preempt_seq < oldest->preempt_seq))
+            oldest = s;
+    }
+    if (oldest) {
+        oldest->preempted = false;
+        log_debug("session %llu (request %llu) resumes on pipeline %u: %u positions to "
+                  "recompute", (unsigned long long)oldest->id,
+                  (unsigned long long)oldest->request_id, pl->id, oldest->n_tokens);
+    }
+}
+
 /* Ends session i: ERROR (when msg) and DONE to the client, SESSION_FREE to its
  * pipeline's workers, and frees it. */
 static void s_finish(router *r, int i, wire_stop_reason reason, uint32_t code, const char *msg)
@@ -105,6 +130,8 @@ static void s_finish(router *r, int i, wire_stop_reason reason, uint32_t code, c
         if (s->pipeline >= 0 && r->pipelines[s->pipeline].used) {
             router_free_session_on_workers(r, s->pipeline, s->id);
             r->pipelines[s->pipeline].n_sessions--;
+            s->preempted = false; /* a waiting session that ends lets another back */
+            s_departed(r, s->pipeline);
         }
         r->n_active--;
     }
@@ -327,15 +354,18 @@ static int s_send_batch(router *r, int p, int max_parts)
     int n_rows = 0;
     bt->n_parts = 0;
     const int n = r->n_sessions;
+    const int64_t now = router_now_ms();
     for (int k = 0; k < n && n_rows < max_rows && bt->n_parts < max_parts; k++) {
         router_session *s = r->sessions[(r->rr + k) % n];
-        if (s->state != SESSION_ACTIVE || s->pipeline != p || s->n_in_flight || s->cancelled)
+        if (s->state != SESSION_ACTIVE || s->pipeline != p || s->n_in_flight || s->cancelled ||
+            s->preempted || s->retry_at_ms > now)
             continue;
         uint32_t remaining = s->n_tokens - s->n_done;
         if (remaining == 0)
             continue;
+        /* A prompt, or the tokens of a preempted session being recomputed, go in chunks. */
         uint32_t take = remaining;
-        if (s->n_done < s->n_prompt && take > (uint32_t)r->opts.prompt_chunk_rows)
+        if (take > (uint32_t)r->opts.prompt_chunk_rows)
             take = (uint32_t)r->opts.prompt_chunk_rows;
         if (take > (uint32_t)(max_rows - n_rows))
             take = (uint32_t)(max_rows - n_rows);
@@ -346,6 +376,7 @@ static int s_send_batch(router *r, int p, int max_parts)
                                            .want_logits = pos + 1 == s->n_tokens};
         }
         s->n_in_flight = take;
+        s->retry_at_ms = 0;
         bt->parts[bt->n_parts++] = (router_batch_part){.session_id = s->id, .n_rows = take};
     }
     if (n_rows == 0)
@@ -410,6 +441,13 @@ void router_step(router *r)
     for (int p = 0; p < ROUTER_MAX_PIPELINES; p++)
         if (r->pipelines[p].used && r->pipelines[p].n_sessions)
             s_fill_pipeline(r, p);
+    r->wake_ms = 0;
+    const int64_t now = router_now_ms();
+    for (int i = 0; i < r->n_sessions; i++) {
+        const int64_t at = r->sessions[i]->retry_at_ms;
+        if (at > now && (!r->wake_ms || at < r->wake_ms))
+            r->wake_ms = at;
+    }
 }
 
 /* The n most probable entries of probs[0..n_vocab) into top, descending. */
@@ -553,9 +591,50 @@ static void s_logits(router *r, const wire_logits *lg)
     bt->n_parts = 0;
 }
 
+/* Whether session s, which a worker's full KV budget stopped, may be preempted: only
+ * when another session of its pipeline runs, whose end will free room. A session alone
+ * there has nothing to wait for and must get the error. */
+static bool s_can_preempt(const router *r, const router_session *s)
+{
+    for (int i = 0; i < r->n_sessions; i++) {
+        const router_session *o = r->sessions[i];
+        if (o != s && o->state == SESSION_ACTIVE && o->pipeline == s->pipeline &&
+            !o->preempted)
+            return true;
+    }
+    return false;
+}
+
+/* Preempts session s (nothing of it in flight): its KV is freed on the pipeline's
+ * workers and it waits, to recompute every token it has (prompt and generated, already
+ * streamed) from position 0 once another session of the pipeline has finished. Its sampler
+ * is untouched: the recomputed KV is the same, so it continues where it was. It takes a
+ * new wire session id, so that a SESSION_FREE of the old one that reaches a worker late
+ * (it travels on another socket than the FORWARDs) cannot free the recomputed cache. */
+static void s_preempt(router *r, router_session *s)
+{
+    const int p = s->pipeline;
+    router_pipeline *pl = &r->pipelines[p];
+    router_free_session_on_workers(r, p, s->id);
+    const uint64_t old_id = s->id;
+    s->id = ++r->next_session_id;
+    s->n_done = 0;
+    s->n_in_flight = 0;
+    s->preempted = true;
+    s->preempt_seq = ++r->next_preempt_seq;
+    r->stats.preemptions++;
+    log_info("session %llu (request %llu) preempted on pipeline %u: its KV does not fit "
+             "beside the others'; its %u tokens are recomputed (as session %llu) once another "
+             "session there has finished", (unsigned long long)old_id,
+             (unsigned long long)s->request_id, pl->id, s->n_tokens,
+             (unsigned long long)s->id);
+    s->resume_after = pl->departures;
+}
+
 /* An ERROR from a worker about a batch: the batch is lost. The session it names (or,
- * when it names none, every session of the batch) ends with the error; the others
- * send their rows again (the workers rewind to the position). */
+ * when it names none, every session of the batch) ends with the error, unless the
+ * error is a full KV budget and the session can be preempted; the others send their
+ * rows again (the workers rewind to the position). */
 static void s_worker_error(router *r, const wire_error *e)
 {
     int b = 0;
@@ -569,13 +648,28 @@ static void s_worker_error(router *r, const wire_error *e)
     s_batch_done(pl, b);
     char msg[WIRE_MAX_TEXT_BYTES];
     snprintf(msg, sizeof msg, "worker: %s", e->message);
+    const int64_t now = router_now_ms();
     for (int k = 0; k < bt->n_parts; k++) {
         int i;
         router_session *s = s_find(r, bt->parts[k].session_id, &i);
         if (!s)
             continue;
         s->n_in_flight = 0;
-        if (!e->session_id || e->session_id == s->id)
+        const bool named = !e->session_id || e->session_id == s->id;
+        if (named && e->session_id && e->code == WIRE_ERR_NO_MEMORY) {
+            if (s_can_preempt(r, s)) {
+                s_preempt(r, s);
+                continue;
+            }
+            if (now - pl->last_free_ms < ROUTER_FREE_SETTLE_MS) {
+                log_debug("session %llu: the KV budget was full just after a free on "
+                          "pipeline %u: retrying in %d ms", (unsigned long long)s->id, pl->id,
+                          ROUTER_RETRY_MS);
+                s->retry_at_ms = now + ROUTER_RETRY_MS;
+                continue;
+            }
+        }
+        if (named)
             s_finish(r, i, WIRE_STOP_ERROR, e->code, msg);
     }
     bt->n_parts = 0;
@@ -635,6 +729,7 @@ int router_stats_fill(router *r, wire_stat *c, int cap)
         {"pipelines_ready", (double)router_pipelines_ready(r)},
         {"errors", (double)st->errors},
         {"malformed", (double)st->malformed},
+        {"preemptions", (double)st->preemptions},
         {"n_layers", (double)r->n_layers},
     };
     int n = 0;

@@ -379,6 +379,7 @@ void router_control_message(router *r, const wire_msg *raw, const wire_message *
 void router_free_session_on_workers(router *r, int p, uint64_t session_id)
 {
     router_pipeline *pl = &r->pipelines[p];
+    pl->last_free_ms = router_now_ms();
     wire_message m = {.type = WIRE_SESSION_FREE};
     m.session_free.session_id = session_id;
     for (int k = 0; k < pl->n_workers; k++) {
