@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "http_internal.h"
@@ -257,10 +258,12 @@ static int s_prompt(const json_t *body, const http_limits *lim, http_request *r,
     for (size_t i = 0; i < n; i++) {
         const json_t *t = json_array_get(p, i);
         long long id = json_is_integer(t) ? json_integer_value(t) : -1;
-        if (!json_is_integer(t) || id < 0 || (lim->n_vocab && id >= lim->n_vocab))
+        /* Without a vocabulary size (no model yet) an id must still fit a token id. */
+        const long long end = lim->n_vocab ? (long long)lim->n_vocab : (long long)INT32_MAX + 1;
+        if (!json_is_integer(t) || id < 0 || id >= end)
             return http_fail_set(f, 400, s_bad, "invalid_value", "prompt",
-                                 "prompt[%zu] is not a token id: ids are integers in [0, %u)%s%s",
-                                 i, lim->n_vocab, json_is_string(t) ? "; " : "",
+                                 "prompt[%zu] is not a token id: ids are integers in [0, %lld)%s%s",
+                                 i, end, json_is_string(t) ? "; " : "",
                                  json_is_string(t) ? want : "");
         r->prompt_ids[i] = (int32_t)id;
     }

@@ -401,6 +401,27 @@ static void test_error_json_shape(void **state)
 /* A refusal that quotes the client's bytes cut in the middle of a character (jansson's
  * "near" text of a bad escape before "é"; a 100-byte cut of a long model name) still
  * has a JSON body: without one the server dropped the connection unanswered. */
+/* Without a vocabulary size (no model set yet) a token id must still fit an int32: a
+ * larger one was cut to 32 bits and accepted (found by fuzz_http). */
+static void test_prompt_ids_beyond_int32_are_refused_without_a_vocabulary(void **state)
+{
+    (void)state;
+    const http_limits lim = {.max_tokens = 512, .default_max_tokens = 100, .n_vocab = 0,
+                             .model_names = {"stories"}};
+    const char *body = "{\"model\":\"stories\",\"prompt\":[1,450000000000001,22578]}";
+    http_request r;
+    http_fail f = {0};
+    assert_int_not_equal(http_request_parse(HTTP_COMPLETION, body, strlen(body), &lim, &r, &f), 0);
+    assert_int_equal(f.status, 400);
+    assert_string_equal(f.param, "prompt");
+    assert_non_null(strstr(f.message, "prompt[1] is not a token id"));
+    const char *ok = "{\"model\":\"stories\",\"prompt\":[1,2147483647]}";
+    memset(&f, 0, sizeof f);
+    assert_int_equal(http_request_parse(HTTP_COMPLETION, ok, strlen(ok), &lim, &r, &f), 0);
+    assert_int_equal(r.prompt_ids[1], INT32_MAX);
+    http_request_free(&r);
+}
+
 static void test_error_json_quoting_a_split_character_is_still_json(void **state)
 {
     (void)state;
@@ -563,6 +584,7 @@ int main(void)
         cmocka_unit_test(test_reply_json_with_usage_and_logprobs),
         cmocka_unit_test(test_error_json_shape),
         cmocka_unit_test(test_error_json_quoting_a_split_character_is_still_json),
+        cmocka_unit_test(test_prompt_ids_beyond_int32_are_refused_without_a_vocabulary),
         cmocka_unit_test(test_utf8_sanitize_replaces_ill_formed_bytes),
         cmocka_unit_test(test_metrics_text_has_counters_histograms_and_router_series),
         cmocka_unit_test(test_config_flags_and_file),
