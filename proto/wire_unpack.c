@@ -61,8 +61,9 @@ static int s_map(s_dec *d, const msgpack_object *o, const char *field, uint32_t 
                                     k->via.str.size, WIRE_MAX_KEY_BYTES);
         for (uint32_t j = 0; j < i; j++) {
             const msgpack_object *q = &m->ptr[j].key;
+            /* An empty key's ptr may be NULL: memcmp must not see it. */
             if (q->via.str.size == k->via.str.size &&
-                memcmp(q->via.str.ptr, k->via.str.ptr, k->via.str.size) == 0)
+                (k->via.str.size == 0 || memcmp(q->via.str.ptr, k->via.str.ptr, k->via.str.size) == 0))
                 return llorch_error_set(d->err, "%s: the key \"%.*s\" appears twice", field,
                                         (int)k->via.str.size, k->via.str.ptr);
         }
