@@ -64,6 +64,13 @@ static uint64_t s_file_offset(const pass *p, uint64_t i)
     return (uint64_t)((const uint8_t *)p->f->tensors[i].data - p->f->base);
 }
 
+/* The end of the piece of [at, end) that lies in at's region. */
+static uint64_t s_region_end(uint64_t at, uint64_t end)
+{
+    const uint64_t r_end = (at / LOADER_REGION_BYTES + 1) * LOADER_REGION_BYTES;
+    return r_end < end ? r_end : end;
+}
+
 /* Moves segment region r ([r * LOADER_REGION_BYTES, + LOADER_REGION_BYTES)) onto 2 MiB
  * pages (hugemem_collapse) as soon as all its tensor bytes are written, while its small
  * pages are fresh: the pages it frees are reused by the next region, so the segment
@@ -95,12 +102,9 @@ static bool s_write(pass *p, const uint8_t *buf, uint64_t n, uint64_t at)
         }
         put += (uint64_t)w;
     }
-    for (uint64_t lo = at; lo < at + n;) {
-        const uint64_t r = lo / LOADER_REGION_BYTES;
-        const uint64_t hi = (r + 1) * LOADER_REGION_BYTES < at + n ? (r + 1) * LOADER_REGION_BYTES
-                                                                   : at + n;
-        s_region_written(p, r, hi - lo);
-        lo = hi;
+    for (uint64_t lo = at, hi; lo < at + n; lo = hi) {
+        hi = s_region_end(lo, at + n);
+        s_region_written(p, lo / LOADER_REGION_BYTES, hi - lo);
     }
     return true;
 }
@@ -154,13 +158,10 @@ static int s_regions(pass *p)
         atomic_init(&p->region_left[r], 0);
     for (uint64_t i = 0; i < p->f->n_tensors; i++) {
         const wire_tensor_info *ti = &p->lm->tensors[i];
-        for (uint64_t lo = ti->offset; lo < ti->offset + ti->n_bytes;) {
-            const uint64_t r = lo / LOADER_REGION_BYTES;
-            const uint64_t end = ti->offset + ti->n_bytes;
-            const uint64_t hi = (r + 1) * LOADER_REGION_BYTES < end ? (r + 1) * LOADER_REGION_BYTES
-                                                                    : end;
-            atomic_fetch_add(&p->region_left[r], hi - lo);
-            lo = hi;
+        const uint64_t end = ti->offset + ti->n_bytes;
+        for (uint64_t lo = ti->offset, hi; lo < end; lo = hi) {
+            hi = s_region_end(lo, end);
+            atomic_fetch_add(&p->region_left[lo / LOADER_REGION_BYTES], hi - lo);
         }
     }
     return 0;
