@@ -25,7 +25,8 @@ endif
 # them moved decode speed by 10-20% on Zen3 between binaries linking the same object
 # (llorch-worker ran 15% slower than llorch before this).
 ISA_avx2 := -mavx2 -mfma -mf16c -falign-functions=64 -falign-loops=64
-ISA_avx512 := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mavx2 -mfma -mf16c
+ISA_avx512 := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mavx2 -mfma -mf16c \
+              -falign-functions=64 -falign-loops=64
 
 CORE_SRC := $(wildcard common/*.c) $(wildcard proto/*.c)
 CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/obj/%.o)

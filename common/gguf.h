@@ -92,6 +92,9 @@ typedef struct gguf_tensor {
     uint64_t offset;            /* from the start of the data section */
     uint64_t n_bytes;
     const void *data; /* into the mapped file or buffer */
+    uint32_t layout;  /* how data is arranged (enum weight_layout, kernels.h): 0 = GGUF
+                         rows, as in every file; other values only in memory a loader
+                         repacked */
 } gguf_tensor;
 
 typedef struct gguf_file {

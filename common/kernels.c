@@ -127,6 +127,131 @@ static void s_axpy_f16(float *y, float a, const uint16_t *x, int64_t n)
     }
 }
 
+/* ---- the Q8_0 R16 layout ---------------------------------------------------------- */
+
+/* Bytes of one block of one 16-row group: 16 scales, then 8 quads x 16 rows x 4 quants. */
+#define R16_BLOCK_BYTES (KERNEL_R16_ROWS * sizeof(q8_0_block))
+#define R16_QUANTS_AT 32
+
+const char *weight_layout_name(enum weight_layout layout)
+{
+    switch (layout) {
+    case WEIGHT_LAYOUT_ROWS: return "rows";
+    case WEIGHT_LAYOUT_Q8_0_R16: return "q8_0_r16";
+    default: return "unknown";
+    }
+}
+
+bool weight_layout_fits(enum weight_layout layout, enum tensor_type type, int64_t rows, int64_t cols)
+{
+    switch (layout) {
+    case WEIGHT_LAYOUT_ROWS: return true;
+    case WEIGHT_LAYOUT_Q8_0_R16:
+        return type == TENSOR_Q8_0 && rows > 0 && rows % KERNEL_R16_ROWS == 0 && cols > 0 &&
+               cols % Q8_0_BLOCK == 0;
+    default: return false;
+    }
+}
+
+/* Where quant i of row r (of its group) of block b lives in an R16 group. */
+static inline size_t s_r16_quant_at(int64_t b, int r, int i)
+{
+    return (size_t)b * R16_BLOCK_BYTES + R16_QUANTS_AT + (size_t)(i / 4) * 64 + (size_t)r * 4 + i % 4;
+}
+
+/* One 16-row group (n_blocks blocks) between the two layouts, four quants at a time:
+ * quad k of row r of block b moves between its GGUF place and R16 lane r of quad k. */
+static void s_r16_group(const uint8_t *rows, uint8_t *group, size_t row_bytes, int64_t n_blocks,
+                        bool to_r16)
+{
+    for (int64_t b = 0; b < n_blocks; b++) {
+        uint8_t *blk = group + (size_t)b * R16_BLOCK_BYTES;
+        for (int r = 0; r < KERNEL_R16_ROWS; r++) {
+            uint8_t *g = (uint8_t *)rows + (size_t)r * row_bytes + (size_t)b * sizeof(q8_0_block);
+            uint32_t quad[8];
+            if (to_r16) {
+                memcpy(blk + 2 * (size_t)r, g, 2);
+                memcpy(quad, g + 2, sizeof quad);
+                for (int k = 0; k < 8; k++)
+                    quad[k] ^= 0x80808080u;
+                for (int k = 0; k < 8; k++)
+                    memcpy(blk + R16_QUANTS_AT + 64 * k + 4 * r, &quad[k], 4);
+            } else {
+                memcpy(g, blk + 2 * (size_t)r, 2);
+                for (int k = 0; k < 8; k++)
+                    memcpy(&quad[k], blk + R16_QUANTS_AT + 64 * k + 4 * r, 4);
+                for (int k = 0; k < 8; k++)
+                    quad[k] ^= 0x80808080u;
+                memcpy(g + 2, quad, sizeof quad);
+            }
+        }
+    }
+}
+
+void kernel_repack_rows(enum weight_layout layout, const void *src, void *dst, int64_t rows,
+                        int64_t cols)
+{
+    const size_t row_bytes = (size_t)(cols / Q8_0_BLOCK) * sizeof(q8_0_block);
+    if (layout != WEIGHT_LAYOUT_Q8_0_R16) {
+        memcpy(dst, src, (size_t)rows * row_bytes);
+        return;
+    }
+    const size_t group_bytes = KERNEL_R16_ROWS * row_bytes;
+    for (int64_t g = 0; g < rows / KERNEL_R16_ROWS; g++)
+        s_r16_group((const uint8_t *)src + (size_t)g * group_bytes, (uint8_t *)dst + (size_t)g * group_bytes,
+                    row_bytes, cols / Q8_0_BLOCK, true);
+}
+
+void kernel_unpack_rows(enum weight_layout layout, const void *src, void *dst, int64_t rows,
+                        int64_t cols)
+{
+    const size_t row_bytes = (size_t)(cols / Q8_0_BLOCK) * sizeof(q8_0_block);
+    if (layout != WEIGHT_LAYOUT_Q8_0_R16) {
+        memcpy(dst, src, (size_t)rows * row_bytes);
+        return;
+    }
+    const size_t group_bytes = KERNEL_R16_ROWS * row_bytes;
+    for (int64_t g = 0; g < rows / KERNEL_R16_ROWS; g++)
+        s_r16_group((uint8_t *)dst + (size_t)g * group_bytes, (uint8_t *)src + (size_t)g * group_bytes,
+                    row_bytes, cols / Q8_0_BLOCK, false);
+}
+
+/* Block b of row `row` of an R16 matrix as a GGUF block. */
+static void s_r16_block(const weight *w, int64_t row, int64_t b, q8_0_block *out)
+{
+    const uint8_t *group = (const uint8_t *)w->data + (size_t)(row / KERNEL_R16_ROWS) * KERNEL_R16_ROWS * w->row_bytes;
+    const int r = (int)(row % KERNEL_R16_ROWS);
+    memcpy(&out->d, group + (size_t)b * R16_BLOCK_BYTES + 2 * (size_t)r, 2);
+    for (int i = 0; i < Q8_0_BLOCK; i++)
+        out->qs[i] = (int8_t)(group[s_r16_quant_at(b, r, i)] ^ 0x80);
+}
+
+/* The R16 arithmetic (kernels.h), one element at a time: the exact integer dot of each
+ * block, then acc = fma(d_w * d_x, dot, acc) block after block. */
+static void s_matmul_q8_0_r16(const weight *w, const kernel_act *act, float *out, int64_t out_stride,
+                              int64_t row_begin, int64_t row_end)
+{
+    const int64_t n_blocks = w->cols / Q8_0_BLOCK;
+    for (int64_t i = row_begin; i < row_end; i++) {
+        const uint8_t *group = (const uint8_t *)w->data + (size_t)(i / KERNEL_R16_ROWS) * KERNEL_R16_ROWS * w->row_bytes;
+        const int r = (int)(i % KERNEL_R16_ROWS);
+        for (int64_t c = 0; c < act->n_rows; c++) {
+            const q8_0_block *x = (const q8_0_block *)((const uint8_t *)act->data + (size_t)c * act->row_bytes);
+            float acc = 0.0f;
+            for (int64_t b = 0; b < n_blocks; b++) {
+                const uint8_t *blk = group + (size_t)b * R16_BLOCK_BYTES;
+                uint16_t dw;
+                memcpy(&dw, blk + 2 * (size_t)r, 2);
+                int32_t dot = 0;
+                for (int i2 = 0; i2 < Q8_0_BLOCK; i2++)
+                    dot += (int32_t)(int8_t)(group[s_r16_quant_at(b, r, i2)] ^ 0x80) * x[b].qs[i2];
+                acc = fmaf(s_f16_table[dw] * s_f16_table[x[b].d], (float)dot, acc);
+            }
+            out[c * out_stride + i] = acc;
+        }
+    }
+}
+
 /* ---- variant table ---------------------------------------------------------------- */
 
 typedef struct kernel_variant {
@@ -139,6 +264,7 @@ typedef struct kernel_variant {
     void (*quantize_q8_0)(const float *, void *, int64_t);
     /* NULL: the matrix product is a loop of dot_q8_0 / dot_f16 / dot_f32 */
     void (*matmul_q8_0)(const weight *, const kernel_act *, float *, int64_t, int64_t, int64_t);
+    void (*matmul_q8_0_r16)(const weight *, const kernel_act *, float *, int64_t, int64_t, int64_t);
     void (*matmul_f16)(const weight *, const kernel_act *, float *, int64_t, int64_t, int64_t);
     void (*matmul_f32)(const weight *, const kernel_act *, float *, int64_t, int64_t, int64_t);
     void (*axpy)(float *, float, const float *, int64_t);
@@ -154,13 +280,20 @@ static void s_f16_to_f32(const uint16_t *x, float *out, int64_t n)
 
 static const kernel_variant s_variants[KERNEL_ISA_COUNT] = {
     [KERNEL_ISA_SCALAR] = {s_dot_f32, s_dot_f16, s_dot_bf16, s_dot_q8_0, s_f32_to_f16,
-                           s_f32_to_bf16, s_quantize_q8_0, NULL, NULL, NULL, s_axpy,
-                           s_f16_to_f32, s_axpy_f16},
+                           s_f32_to_bf16, s_quantize_q8_0, NULL, s_matmul_q8_0_r16, NULL, NULL,
+                           s_axpy, s_f16_to_f32, s_axpy_f16},
     [KERNEL_ISA_AVX2] = {kernel_avx2_dot_f32, kernel_avx2_dot_f16, kernel_avx2_dot_bf16,
                          kernel_avx2_dot_q8_0, kernel_avx2_f32_to_f16, kernel_avx2_f32_to_bf16,
-                         kernel_avx2_quantize_q8_0, kernel_avx2_matmul_q8_0,
+                         kernel_avx2_quantize_q8_0, kernel_avx2_matmul_q8_0, s_matmul_q8_0_r16,
                          kernel_avx2_matmul_f16, kernel_avx2_matmul_f32, kernel_avx2_axpy,
                          kernel_avx2_f16_to_f32, kernel_avx2_axpy_f16},
+    /* AVX2's Q8_0 ROWS kernels (ggml's arithmetic needs no more than AVX2 has) */
+    [KERNEL_ISA_AVX512] = {kernel_avx512_dot_f32, kernel_avx512_dot_f16, kernel_avx2_dot_bf16,
+                           kernel_avx2_dot_q8_0, kernel_avx2_f32_to_f16, kernel_avx2_f32_to_bf16,
+                           kernel_avx2_quantize_q8_0, kernel_avx2_matmul_q8_0,
+                           kernel_avx512_matmul_q8_0_r16, kernel_avx512_matmul_f16,
+                           kernel_avx512_matmul_f32, kernel_avx2_axpy, kernel_avx2_f16_to_f32,
+                           kernel_avx2_axpy_f16},
 };
 
 static const kernel_variant *s_active;
@@ -171,6 +304,7 @@ const char *kernel_isa_name(kernel_isa isa)
     switch (isa) {
     case KERNEL_ISA_SCALAR: return "scalar";
     case KERNEL_ISA_AVX2: return "avx2";
+    case KERNEL_ISA_AVX512: return "avx512";
     default: return "unknown";
     }
 }
@@ -198,6 +332,19 @@ bool kernel_isa_available(kernel_isa isa)
         __cpuid_count(7, 0, a, b, c, d);
         return b & (1u << 5);
     }
+    if (isa == KERNEL_ISA_AVX512) {
+        if (!kernel_isa_available(KERNEL_ISA_AVX2))
+            return false;
+        /* The OS must also save the opmask and ZMM registers (XCR0 bits 5, 6 and 7). */
+        unsigned xcr0_lo, xcr0_hi, a, b, c, d;
+        __asm__ volatile("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
+        if ((xcr0_lo & 0xe6) != 0xe6)
+            return false;
+        __cpuid_count(7, 0, a, b, c, d);
+        const bool f = b & (1u << 16), dq = b & (1u << 17), bw = b & (1u << 30),
+                   vl = b & (1u << 31), vnni = c & (1u << 11);
+        return f && dq && bw && vl && vnni;
+    }
 #endif
     return false;
 }
@@ -207,7 +354,12 @@ static void s_init_active(void)
     pthread_once(&s_f16_table_once, s_build_f16_table);
     if (s_active)
         return;
-    kernel_isa best = kernel_isa_available(KERNEL_ISA_AVX2) ? KERNEL_ISA_AVX2 : KERNEL_ISA_SCALAR;
+    kernel_isa best = KERNEL_ISA_SCALAR;
+    for (int i = KERNEL_ISA_COUNT - 1; i > KERNEL_ISA_SCALAR; i--)
+        if (kernel_isa_available((kernel_isa)i)) {
+            best = (kernel_isa)i;
+            break;
+        }
     const char *env = getenv("LLORCH_ISA");
     if (env && *env) {
         kernel_isa want = KERNEL_ISA_COUNT;
@@ -215,7 +367,7 @@ static void s_init_active(void)
             if (!strcmp(env, kernel_isa_name((kernel_isa)i)))
                 want = (kernel_isa)i;
         if (want == KERNEL_ISA_COUNT)
-            fprintf(stderr, "llorch: LLORCH_ISA=%s is not one of scalar, avx2; using %s\n", env,
+            fprintf(stderr, "llorch: LLORCH_ISA=%s is not one of scalar, avx2, avx512; using %s\n", env,
                     kernel_isa_name(best));
         else if (!kernel_isa_available(want))
             fprintf(stderr, "llorch: LLORCH_ISA=%s: this CPU cannot run it; using %s\n", env,
@@ -269,13 +421,20 @@ static size_t s_f16_part_bytes(int64_t n_rows, int64_t cols)
     return ((size_t)(n_rows * cols) * sizeof(uint16_t) + 31) & ~(size_t)31;
 }
 
+/* Q8_0 activations: the blocks, then (aligned to 64 bytes) the scales as floats and the
+ * biases, n_rows x cols / 32 each. */
+static size_t s_q8_part_bytes(int64_t n_rows, int64_t cols)
+{
+    return ((size_t)(n_rows * (cols / Q8_0_BLOCK)) * sizeof(q8_0_block) + 63) & ~(size_t)63;
+}
+
 size_t kernel_act_bytes(enum tensor_type type, int64_t n_rows, int64_t cols)
 {
     switch (type) {
     case TENSOR_F16:
         return s_f16_part_bytes(n_rows, cols) + (size_t)(n_rows * cols) * sizeof(float) + 31;
     case TENSOR_BF16: return (size_t)(n_rows * cols) * sizeof(uint16_t);
-    case TENSOR_Q8_0: return (size_t)(n_rows * (cols / Q8_0_BLOCK)) * sizeof(q8_0_block);
+    case TENSOR_Q8_0: return s_q8_part_bytes(n_rows, cols) + (size_t)(n_rows * (cols / Q8_0_BLOCK)) * 8;
     default: return 0;
     }
 }
@@ -290,6 +449,13 @@ kernel_act kernel_act_init(enum tensor_type type, const float *x, int64_t n_rows
         act.data = x;
     } else {
         act.data = buf;
+    }
+    if (type == TENSOR_Q8_0) {
+        act.row_bytes = (size_t)(cols / Q8_0_BLOCK) * sizeof(q8_0_block);
+        /* buf is at least 8-byte aligned (malloc); the floats need no more */
+        float *d = (float *)((uint8_t *)buf + s_q8_part_bytes(n_rows, cols));
+        act.block_d = d;
+        act.block_bias = (const int32_t *)(d + n_rows * (cols / Q8_0_BLOCK));
     }
     if (type == TENSOR_F16) {
         act.row_bytes = (size_t)cols * sizeof(uint16_t);
@@ -311,7 +477,21 @@ void kernel_act_convert(const kernel_act *act, const float *x, int64_t row_begin
             k->f16_to_f32(dst, (float *)act->data_f32 + r * act->cols, act->cols);
             break;
         case TENSOR_BF16: k->f32_to_bf16(src, dst, act->cols); break;
-        case TENSOR_Q8_0: k->quantize_q8_0(src, dst, act->cols); break;
+        case TENSOR_Q8_0: {
+            k->quantize_q8_0(src, dst, act->cols);
+            const int64_t n_blocks = act->cols / Q8_0_BLOCK;
+            const q8_0_block *blk = dst;
+            float *d = (float *)act->block_d + r * n_blocks;
+            int32_t *bias = (int32_t *)act->block_bias + r * n_blocks;
+            for (int64_t b = 0; b < n_blocks; b++) {
+                int32_t sum = 0;
+                for (int i = 0; i < Q8_0_BLOCK; i++)
+                    sum += blk[b].qs[i];
+                d[b] = s_f16_table[blk[b].d];
+                bias[b] = -128 * sum;
+            }
+            break;
+        }
         default: break; /* F32: used in place */
         }
     }
@@ -322,6 +502,10 @@ void kernel_matmul(const weight *w, const kernel_act *act, float *out, int64_t o
 {
     const kernel_variant *k = s_kernels();
     const int64_t n = w->cols;
+    if (w->type == TENSOR_Q8_0 && w->layout == WEIGHT_LAYOUT_Q8_0_R16) {
+        k->matmul_q8_0_r16(w, act, out, out_stride, row_begin, row_end);
+        return;
+    }
     if (w->type == TENSOR_Q8_0 && w->layout == WEIGHT_LAYOUT_ROWS && k->matmul_q8_0) {
         k->matmul_q8_0(w, act, out, out_stride, row_begin, row_end);
         return;
@@ -352,6 +536,14 @@ void kernel_matmul(const weight *w, const kernel_act *act, float *out, int64_t o
     }
 }
 
+enum weight_layout kernel_preferred_layout(enum tensor_type type, int64_t rows, int64_t cols)
+{
+    if (kernel_isa_active() == KERNEL_ISA_AVX512 &&
+        weight_layout_fits(WEIGHT_LAYOUT_Q8_0_R16, type, rows, cols))
+        return WEIGHT_LAYOUT_Q8_0_R16;
+    return WEIGHT_LAYOUT_ROWS;
+}
+
 void kernel_get_row(const weight *w, int64_t row, float *out)
 {
     const void *src = (const char *)w->data + (size_t)row * w->row_bytes;
@@ -364,7 +556,18 @@ void kernel_get_row(const weight *w, int64_t row, float *out)
         for (int64_t i = 0; i < w->cols; i++)
             out[i] = bf16_to_f32(((const uint16_t *)src)[i]);
         break;
-    case TENSOR_Q8_0: q8_0_dequantize_row(src, out, w->cols); break;
+    case TENSOR_Q8_0:
+        if (w->layout == WEIGHT_LAYOUT_Q8_0_R16) {
+            /* one block at a time, so no buffer of a whole row is needed */
+            for (int64_t b = 0; b < w->cols / Q8_0_BLOCK; b++) {
+                q8_0_block blk;
+                s_r16_block(w, row, b, &blk);
+                q8_0_dequantize_row(&blk, out + b * Q8_0_BLOCK, Q8_0_BLOCK);
+            }
+        } else {
+            q8_0_dequantize_row(src, out, w->cols);
+        }
+        break;
     default: memcpy(out, src, (size_t)w->cols * sizeof(float)); break;
     }
 }

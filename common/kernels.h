@@ -9,12 +9,41 @@
 #include "error.h"
 #include "gguf.h"
 
-/* How a weight's bytes are arranged. Today only the GGUF order (row after row, each
- * row `row_bytes` long); a repacked layout (rows interleaved for SIMD) gets its own
- * value here and the kernels switch on it. */
+/* How a weight's bytes are arranged: the GGUF order (row after row, each row
+ * `row_bytes` long), or Q8_0 rows repacked in groups of 16 for the AVX-512 VNNI kernels.
+ * A repacked tensor has exactly the bytes of the GGUF one, and group g (rows 16g..16g+15)
+ * occupies the same byte range [16 g row_bytes, 16 (g + 1) row_bytes) in both layouts,
+ * so any whole number of groups can be repacked on its own. */
 enum weight_layout {
     WEIGHT_LAYOUT_ROWS = 0,
+    /* Per group, per block b of 32 columns (544 bytes): the 16 rows' scales as halves
+     * (32 bytes), then quad k = 0..7 of the 16 rows (64 bytes each: row r's quants
+     * 4k..4k+3 at bytes 4r..4r+3), every quant stored as q + 128 (unsigned). One 64-byte
+     * load then feeds one vpdpbusd for 16 rows, and the rows are the lanes. */
+    WEIGHT_LAYOUT_Q8_0_R16 = 1,
+    WEIGHT_LAYOUT_COUNT
 };
+
+#define KERNEL_R16_ROWS 16
+
+/* "rows", "q8_0_r16". */
+const char *weight_layout_name(enum weight_layout layout);
+
+/* True when a tensor of `type`, rows x cols, can be stored in `layout` (ROWS always;
+ * Q8_0_R16 for Q8_0 matrices whose rows are a multiple of 16). */
+bool weight_layout_fits(enum weight_layout layout, enum tensor_type type, int64_t rows, int64_t cols);
+
+/* The layout the active kernel variant computes fastest for such a tensor: Q8_0_R16
+ * when the AVX-512 VNNI variant is active and the tensor fits it, else ROWS. */
+enum weight_layout kernel_preferred_layout(enum tensor_type type, int64_t rows, int64_t cols);
+
+/* Rearranges `rows` rows (a multiple of 16) of a Q8_0 matrix with `cols` columns from
+ * the GGUF order at src into `layout` at dst (same byte count; src and dst must not
+ * overlap). ROWS copies. kernel_unpack_rows is the inverse. Cannot fail. */
+void kernel_repack_rows(enum weight_layout layout, const void *src, void *dst, int64_t rows,
+                        int64_t cols);
+void kernel_unpack_rows(enum weight_layout layout, const void *src, void *dst, int64_t rows,
+                        int64_t cols);
 
 /* A read-only view of a weight matrix, wherever its bytes live (mapped file, shared
  * memory, heap). y = W x computes `rows` outputs from `cols` inputs; in GGUF terms
@@ -41,23 +70,29 @@ typedef struct kernel_act {
     const float *data_f32; /* F16: the same rounded values as floats (n_rows x cols), so
                               that a product converts them once, not once per weight
                               row; NULL for the other types */
+    /* Q8_0, per block (n_rows x cols / 32): the scale as a float, and -128 times the sum
+     * of the block's quants (what a product with weights stored as q + 128 must take
+     * away); NULL for the other types */
+    const float *block_d;
+    const int32_t *block_bias;
 } kernel_act;
 
 /* Instruction-set variants of the kernels. */
 typedef enum kernel_isa {
     KERNEL_ISA_SCALAR = 0,
-    KERNEL_ISA_AVX2 = 1, /* AVX2 + FMA + F16C */
+    KERNEL_ISA_AVX2 = 1,   /* AVX2 + FMA + F16C */
+    KERNEL_ISA_AVX512 = 2, /* AVX-512 F, BW, VL, DQ and VNNI (with AVX2 + FMA + F16C) */
     KERNEL_ISA_COUNT
 } kernel_isa;
 
-/* "scalar", "avx2". */
+/* "scalar", "avx2", "avx512". */
 const char *kernel_isa_name(kernel_isa isa);
 
 /* True when this CPU (and OS) can run the variant. Scalar is always available. */
 bool kernel_isa_available(kernel_isa isa);
 
 /* The variant in use. On first use it is the best the CPU has, unless the environment
- * variable LLORCH_ISA=scalar|avx2 names another (an unknown or unavailable name is
+ * variable LLORCH_ISA=scalar|avx2|avx512 names another (an unknown or unavailable name is
  * reported on stderr once and ignored). */
 kernel_isa kernel_isa_active(void);
 
@@ -82,17 +117,22 @@ void kernel_act_convert(const kernel_act *act, const float *x, int64_t row_begin
  * weight rows i in [row_begin, row_end). act must be prepared for w->type with
  * act->cols == w->cols. Every output element is computed with the same arithmetic
  * whatever the batch size and the row range: splitting [0, w->rows) over threads, or a
- * batch into smaller batches, gives bit-identical results. For Q8_0 that arithmetic is
- * ggml's (so that results round as llama.cpp's do), in every variant: per element
- * eight float lanes, lane j accumulating fma(d_w * d_x, integer dot of quants
- * 4j..4j+3, lane j) block after block, summed as ((l0 + l4) + (l2 + l6)) + ((l1 + l5)
- * + (l3 + l7)) (kernel_dot_q8_0). One batch row is a matrix x vector product bound by
- * memory bandwidth; several rows run as a cache-blocked int8 matrix product that reads
- * each weight from memory once per 64 batch rows. */
+ * batch into smaller batches, gives bit-identical results. For Q8_0 in the ROWS layout
+ * that arithmetic is ggml's (so that results round as llama.cpp's do), in every
+ * variant: per element eight float lanes, lane j accumulating fma(d_w * d_x, integer
+ * dot of quants 4j..4j+3, lane j) block after block, summed as ((l0 + l4) + (l2 + l6))
+ * + ((l1 + l5) + (l3 + l7)) (kernel_dot_q8_0). For Q8_0 in the R16 layout it is, in
+ * every variant, one float chain per element: acc = fma(d_w * d_x, exact integer dot of
+ * the block's 32 quants, acc) block after block (the same products, summed in integers
+ * first: one rounding per block instead of eight). One batch row is a matrix x vector
+ * product bound by memory bandwidth; several rows run as a cache-blocked int8 matrix
+ * product that reads each weight from memory once per 64 batch rows (ROWS) or once per
+ * call (R16). row_begin and row_end may cut an R16 group. */
 void kernel_matmul(const weight *w, const kernel_act *act, float *out, int64_t out_stride,
                    int64_t row_begin, int64_t row_end);
 
-/* Row `row` of an embedding table (any supported type) as float32 into out (w->cols). */
+/* Row `row` of an embedding table (any supported type and layout) as float32 into out
+ * (w->cols). */
 void kernel_get_row(const weight *w, int64_t row, float *out);
 
 /* Single dot products (exposed for tests): w and x in the formats above, n elements. */
@@ -152,6 +192,18 @@ void kernel_avx2_matmul_f16(const weight *w, const kernel_act *act, float *out, 
 void kernel_avx2_matmul_f32(const weight *w, const kernel_act *act, float *out, int64_t out_stride,
                             int64_t row_begin, int64_t row_end);
 void kernel_avx2_f16_to_f32(const uint16_t *x, float *out, int64_t n);
+
+/* Entry points of the AVX-512 variant (kernels_avx512.c). Q8_0 R16 products; F16 and
+ * F32 products and dot products with ggml's AVX-512 arithmetic (four 16-lane
+ * accumulators over 64-element steps, llama.cpp's on such a CPU). */
+void kernel_avx512_matmul_q8_0_r16(const weight *w, const kernel_act *act, float *out,
+                                   int64_t out_stride, int64_t row_begin, int64_t row_end);
+float kernel_avx512_dot_f32(const float *w, const float *x, int64_t n);
+float kernel_avx512_dot_f16(const uint16_t *w, const uint16_t *x, int64_t n);
+void kernel_avx512_matmul_f16(const weight *w, const kernel_act *act, float *out, int64_t out_stride,
+                              int64_t row_begin, int64_t row_end);
+void kernel_avx512_matmul_f32(const weight *w, const kernel_act *act, float *out, int64_t out_stride,
+                              int64_t row_begin, int64_t row_end);
 
 /* x / (1 + exp(-x)). */
 float kernel_silu(float x);

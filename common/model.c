@@ -148,7 +148,12 @@ static int s_bind_matrix(weight *w, const gguf_tensor *tensors, size_t n, const 
                                 cols, tensor_type_name(t->type));
     if (!t->data)
         return llorch_error_set(err, "tensor %s has no data", name);
-    *w = (weight){.type = t->type, .layout = WEIGHT_LAYOUT_ROWS, .rows = (int64_t)rows,
+    if (t->layout >= WEIGHT_LAYOUT_COUNT ||
+        !weight_layout_fits((enum weight_layout)t->layout, t->type, (int64_t)rows, (int64_t)cols))
+        return llorch_error_set(err, "tensor %s: layout %u does not fit a %s matrix of %" PRIu64
+                                     " x %" PRIu64, name, t->layout, tensor_type_name(t->type),
+                                rows, cols);
+    *w = (weight){.type = t->type, .layout = (enum weight_layout)t->layout, .rows = (int64_t)rows,
                   .cols = (int64_t)cols, .row_bytes = row_bytes, .data = t->data};
     return 0;
 }
@@ -291,6 +296,40 @@ model *model_from_tensors(const model_config *cfg, const gguf_tensor *tensors, s
  * weights are copied. */
 #define PLACE_RESERVE_BYTES ((size_t)512 << 20)
 
+/* Bytes of GGUF rows read at a time before they are repacked into the arena. */
+#define PLACE_REPACK_STEP_BYTES ((size_t)4 << 20)
+
+/* Tensor t (GGUF rows, from the file at fd or, when fd < 0, from memory) into dst in
+ * `layout`, a few MB of whole 16-row groups at a time. */
+static int s_place_repacked(const gguf_tensor *t, enum weight_layout layout, int fd,
+                            const gguf_file *f, uint8_t *dst, llorch_error *err)
+{
+    const int64_t rows = (int64_t)t->ne[1], cols = (int64_t)t->ne[0];
+    const size_t group_bytes = (size_t)(t->n_bytes / (uint64_t)rows) * KERNEL_R16_ROWS;
+    const size_t step_groups = PLACE_REPACK_STEP_BYTES / group_bytes ? PLACE_REPACK_STEP_BYTES / group_bytes : 1;
+    uint8_t *buf = fd >= 0 ? malloc(step_groups * group_bytes) : NULL;
+    if (fd >= 0 && !buf)
+        return llorch_error_set(err, "out of memory repacking tensor %s", t->name);
+    const uint8_t *src = t->data;
+    for (size_t at = 0; at < (size_t)t->n_bytes; at += step_groups * group_bytes) {
+        const size_t n = (size_t)t->n_bytes - at < step_groups * group_bytes ? (size_t)t->n_bytes - at
+                                                                             : step_groups * group_bytes;
+        const uint8_t *from = src + at;
+        if (fd >= 0) {
+            if (proc_pread_all(fd, buf, n, (uint64_t)(src - f->base) + at) < 0) {
+                llorch_error_set(err, "cannot read tensor %s from %s: %s", t->name, f->path,
+                                 strerror(errno));
+                free(buf);
+                return -1;
+            }
+            from = buf;
+        }
+        kernel_repack_rows(layout, from, dst + at, (int64_t)(n / group_bytes) * KERNEL_R16_ROWS, cols);
+    }
+    free(buf);
+    return 0;
+}
+
 int model_place_weights(model *m, llorch_error *err)
 {
     if (m->placed)
@@ -330,7 +369,21 @@ int model_place_weights(model *m, llorch_error *err)
         placed[i] = m->tensors[i];
         const size_t n = (size_t)m->tensors[i].n_bytes;
         const uint8_t *src = m->tensors[i].data;
-        if (fd < 0) {
+        const gguf_tensor *t = &m->tensors[i];
+        const enum weight_layout layout =
+            t->n_dims == 2 && t->layout == WEIGHT_LAYOUT_ROWS
+                ? kernel_preferred_layout(t->type, (int64_t)t->ne[1], (int64_t)t->ne[0])
+                : (enum weight_layout)t->layout;
+        if (layout != t->layout) {
+            if (s_place_repacked(t, layout, fd, f, arena + at, err) < 0) {
+                if (fd >= 0)
+                    close(fd);
+                hugemem_unmap(arena, total);
+                free(placed);
+                return -1;
+            }
+            placed[i].layout = layout;
+        } else if (fd < 0) {
             memcpy(arena + at, src, n);
         } else if (proc_pread_all(fd, arena + at, n, (uint64_t)(src - f->base)) < 0) {
             /* not the mapping instead: a file that shrank would fault on it */

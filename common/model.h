@@ -102,7 +102,9 @@ model *model_from_tensors(const model_config *cfg, const gguf_tensor *tensors, s
  * on 2 MiB pages (hugemem.h) and points m->tensors at the copies, so that a stage
  * streams its weights through huge pages instead of the page cache's 4 KiB ones (the
  * file's pages are dropped from this process as they are copied: its resident size
- * stays the model's). Call before stage_new. Returns 0, or -1 with err when the memory
+ * stays the model's). Matrices the active kernels compute faster in another layout
+ * (kernel_preferred_layout: Q8_0 in 16-row groups for AVX-512 VNNI) are repacked on the
+ * way, and their records say so. Call before stage_new. Returns 0, or -1 with err when the memory
  * cannot be had (the copy and 512 MB beside it must fit in the memory the kernel calls
  * available); the model then still reads from the mapping and works as before. */
 int model_place_weights(model *m, llorch_error *err);

@@ -83,6 +83,16 @@ static void s_make_q8(weight *w, int64_t rows, int64_t cols)
     }
     free(row);
     *w = (weight){.type = TENSOR_Q8_0, .rows = rows, .cols = cols, .row_bytes = row_bytes, .data = data};
+    /* the layout llorch places such a matrix in (BATCH_BENCH_LAYOUT=rows: GGUF rows) */
+    const char *want = getenv("BATCH_BENCH_LAYOUT");
+    w->layout = want && !strcmp(want, "rows") ? WEIGHT_LAYOUT_ROWS
+                                              : kernel_preferred_layout(TENSOR_Q8_0, rows, cols);
+    if (w->layout != WEIGHT_LAYOUT_ROWS) {
+        uint8_t *packed = malloc((size_t)rows * row_bytes);
+        kernel_repack_rows(w->layout, data, packed, rows, cols);
+        free(data);
+        w->data = packed;
+    }
 }
 
 static int s_kernel_mode(int threads)

@@ -1,0 +1,310 @@
+/* kernels_avx512.c - the AVX-512 VNNI variant: Q8_0 products over the R16 layout, F16 and F32 products as llama.cpp computes them on such a CPU. */
+#include <immintrin.h>
+#include <stdbool.h>
+#include <string.h>
+
+#include "fp16.h"
+#include "kernels.h"
+#include "quant.h"
+
+/* ---- Q8_0 in the R16 layout ------------------------------------------------------- */
+
+/* One block of a 16-row group: 16 half scales, then 8 quads of 16 rows (kernels.h). */
+#define R16_BLOCK_BYTES (KERNEL_R16_ROWS * 34)
+#define R16_QUANTS_AT 32
+
+/* Batch rows one tile keeps in registers: 2 x 8 zmm accumulators (float and integer)
+ * plus the weight quad and temporaries fit the 32 registers. */
+#define R16_TILE_COLS 8
+
+/* Bytes ahead of the weight stream that every block prefetches (its 9 lines, 2 KB on).
+ * One batch row is bound by memory bandwidth: without it the loop waits on every line. */
+#define R16_PREFETCH_BYTES 2048
+
+static inline int32_t s_load_i32(const void *p)
+{
+    int32_t v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+/* out[c * out_stride + r] for the 16 rows of one group (lanes where `keep` is set) and
+ * batch rows c = 0..C-1 of act starting at x (their blocks), d and bias (their block
+ * scales and biases, n_blocks per batch row). Per block and batch row: the integer
+ * dot of 16 rows at once, starting from the bias (-128 sum x: the weights are stored
+ * as q + 128), one vpdpbusd per quad with the quad's 4 activation bytes broadcast;
+ * then acc = fma(d_w * d_x, dot, acc): the R16 arithmetic of kernels.h, lane = row. */
+static inline __attribute__((always_inline)) void
+s_r16_tile(const uint8_t *group, int64_t n_blocks, const uint8_t *x, size_t x_stride, const float *d,
+           const int32_t *bias, float *out, int64_t out_stride, __mmask16 keep, const int C)
+{
+    __m512 acc[R16_TILE_COLS];
+#pragma GCC unroll 8
+    for (int c = 0; c < C; c++)
+        acc[c] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < n_blocks; b++) {
+        const uint8_t *blk = group + (size_t)b * R16_BLOCK_BYTES;
+#pragma GCC unroll 9
+        for (int l = 0; l < R16_BLOCK_BYTES; l += 64)
+            _mm_prefetch((const char *)blk + R16_PREFETCH_BYTES + l, _MM_HINT_T0);
+        __m512i dot[R16_TILE_COLS];
+#pragma GCC unroll 8
+        for (int c = 0; c < C; c++)
+            dot[c] = _mm512_set1_epi32(bias[(size_t)c * n_blocks + b]);
+        const uint8_t *xb = x + (size_t)b * sizeof(q8_0_block) + 2;
+#pragma GCC unroll 8
+        for (int k = 0; k < 8; k++) {
+            const __m512i wq = _mm512_loadu_si512(blk + R16_QUANTS_AT + 64 * k);
+#pragma GCC unroll 8
+            for (int c = 0; c < C; c++)
+                dot[c] = _mm512_dpbusd_epi32(dot[c], wq,
+                                             _mm512_set1_epi32(s_load_i32(xb + (size_t)c * x_stride + 4 * k)));
+        }
+        const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)blk));
+#pragma GCC unroll 8
+        for (int c = 0; c < C; c++) {
+            /* d_w * d_x is exact in float (two halves), as in the scalar variant */
+            const __m512 scale = _mm512_mul_ps(dw, _mm512_set1_ps(d[(size_t)c * n_blocks + b]));
+            acc[c] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(dot[c]), acc[c]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int c = 0; c < C; c++)
+        _mm512_mask_storeu_ps(out + c * out_stride, keep, acc[c]);
+}
+
+#define R16_TILE_FN(C)                                                                         \
+    static void s_r16_tile_##C(const uint8_t *g, int64_t nb, const uint8_t *x, size_t xs,      \
+                               const float *d, const int32_t *bias, float *out, int64_t os,    \
+                               __mmask16 keep)                                                 \
+    {                                                                                          \
+        s_r16_tile(g, nb, x, xs, d, bias, out, os, keep, C);                                   \
+    }
+R16_TILE_FN(1)
+R16_TILE_FN(2)
+R16_TILE_FN(3)
+R16_TILE_FN(4)
+R16_TILE_FN(5)
+R16_TILE_FN(6)
+R16_TILE_FN(7)
+R16_TILE_FN(8)
+#undef R16_TILE_FN
+
+typedef void (*r16_tile_fn)(const uint8_t *, int64_t, const uint8_t *, size_t, const float *,
+                            const int32_t *, float *, int64_t, __mmask16);
+static const r16_tile_fn s_r16_tiles[R16_TILE_COLS] = {
+    s_r16_tile_1, s_r16_tile_2, s_r16_tile_3, s_r16_tile_4,
+    s_r16_tile_5, s_r16_tile_6, s_r16_tile_7, s_r16_tile_8,
+};
+
+/* Group after group of the row range; in each, the batch rows in tiles of at most 8, as
+ * even as possible (12 rows: 6 + 6), so the group's weights are read from memory once
+ * and from cache by the later tiles. */
+void kernel_avx512_matmul_q8_0_r16(const weight *w, const kernel_act *act, float *out,
+                                   int64_t out_stride, int64_t row_begin, int64_t row_end)
+{
+    const int64_t n_blocks = w->cols / Q8_0_BLOCK;
+    const size_t group_bytes = (size_t)KERNEL_R16_ROWS * w->row_bytes;
+    const int64_t n_tiles = (act->n_rows + R16_TILE_COLS - 1) / R16_TILE_COLS;
+    for (int64_t g = row_begin / KERNEL_R16_ROWS; g * KERNEL_R16_ROWS < row_end; g++) {
+        const int64_t i0 = g * KERNEL_R16_ROWS;
+        const int lo = row_begin > i0 ? (int)(row_begin - i0) : 0;
+        const int hi = row_end < i0 + KERNEL_R16_ROWS ? (int)(row_end - i0) : KERNEL_R16_ROWS;
+        const __mmask16 keep = (__mmask16)(((1u << hi) - 1) & ~((1u << lo) - 1));
+        const uint8_t *group = (const uint8_t *)w->data + (size_t)g * group_bytes;
+        for (int64_t t = 0, c0 = 0; t < n_tiles; t++) {
+            const int64_t c1 = act->n_rows * (t + 1) / n_tiles;
+            s_r16_tiles[c1 - c0 - 1](group, n_blocks,
+                                     (const uint8_t *)act->data + (size_t)c0 * act->row_bytes,
+                                     act->row_bytes, act->block_d + c0 * n_blocks,
+                                     act->block_bias + c0 * n_blocks, out + c0 * out_stride + i0,
+                                     out_stride, keep);
+            c0 = c1;
+        }
+    }
+}
+
+/* ---- F16 and F32: llama.cpp's AVX-512 arithmetic ----------------------------------- */
+
+/* _mm512_reduce_add_ps's order, spelled out so that every compiler gives the same bits:
+ * halves added, then quarters, then pairs, then the last two lanes. */
+static inline float s_reduce16(__m512 v)
+{
+    const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(v),
+                                   _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+    __m128 q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+    q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+    q = _mm_add_ss(q, _mm_movehdup_ps(q));
+    return _mm_cvtss_f32(q);
+}
+
+static inline __m512 s_load_f16x16(const uint16_t *p)
+{
+    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+}
+
+/* ggml_vec_dot_f32 / _f16 on AVX-512 (what llama.cpp uses when a row is not a multiple
+ * of 16): four 16-lane accumulators over 64-element steps, added as (s0 + s2) + (s1 + s3),
+ * then s_reduce16; the tail added in float (F32) or in double (F16). */
+static inline __attribute__((always_inline)) float s_dot4(const void *w, const float *x, int64_t n,
+                                                           const bool f16)
+{
+    const uint16_t *wh = w;
+    const float *wf = w;
+    __m512 s[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    const int64_t np = n & ~(int64_t)63;
+    for (int64_t i = 0; i < np; i += 64)
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; j++) {
+            const __m512 wv = f16 ? s_load_f16x16(wh + i + 16 * j) : _mm512_loadu_ps(wf + i + 16 * j);
+            s[j] = _mm512_fmadd_ps(wv, _mm512_loadu_ps(x + i + 16 * j), s[j]);
+        }
+    s[0] = _mm512_add_ps(s[0], s[2]);
+    s[1] = _mm512_add_ps(s[1], s[3]);
+    const float r = s_reduce16(_mm512_add_ps(s[0], s[1]));
+    if (f16) {
+        double t = r;
+        for (int64_t i = np; i < n; i++)
+            t += (double)(fp16_to_f32(wh[i]) * x[i]);
+        return (float)t;
+    }
+    float t = r;
+    for (int64_t i = np; i < n; i++)
+        t += wf[i] * x[i];
+    return t;
+}
+
+float kernel_avx512_dot_f32(const float *w, const float *x, int64_t n)
+{
+    if (n % 16 == 0) {
+        __m512 acc = _mm512_setzero_ps();
+        for (int64_t i = 0; i < n; i += 16)
+            acc = _mm512_fmadd_ps(_mm512_loadu_ps(w + i), _mm512_loadu_ps(x + i), acc);
+        return s_reduce16(acc);
+    }
+    return s_dot4(w, x, n, false);
+}
+
+float kernel_avx512_dot_f16(const uint16_t *w, const uint16_t *x, int64_t n)
+{
+    if (n % 16 == 0) {
+        __m512 acc = _mm512_setzero_ps();
+        for (int64_t i = 0; i < n; i += 16)
+            acc = _mm512_fmadd_ps(s_load_f16x16(w + i), s_load_f16x16(x + i), acc);
+        return s_reduce16(acc);
+    }
+    /* the 4-accumulator form, x converted as it is loaded */
+    __m512 s[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    const int64_t np = n & ~(int64_t)63;
+    for (int64_t i = 0; i < np; i += 64)
+        for (int j = 0; j < 4; j++)
+            s[j] = _mm512_fmadd_ps(s_load_f16x16(w + i + 16 * j), s_load_f16x16(x + i + 16 * j), s[j]);
+    s[0] = _mm512_add_ps(s[0], s[2]);
+    s[1] = _mm512_add_ps(s[1], s[3]);
+    double t = s_reduce16(_mm512_add_ps(s[0], s[1]));
+    for (int64_t i = np; i < n; i++)
+        t += (double)(fp16_to_f32(w[i]) * fp16_to_f32(x[i]));
+    return (float)t;
+}
+
+/* Rows % 16 == 0: tinyBLAS's arithmetic (llamafile's sgemm, which llama.cpp runs for F16
+ * and F32 products of any batch size on AVX-512): one 16-lane accumulator per element,
+ * fma'd over 16-element steps, then s_reduce16. R weight rows x C batch rows at once
+ * (independent chains, so the fma latency is hidden); each weight step is loaded
+ * (converted) once for the C batch rows. */
+#define F_TILE_R 4
+#define F_TILE_C 2
+#define F_PREFETCH_BYTES 2048
+
+static inline __attribute__((always_inline)) void
+s_ftile(const uint8_t *w, size_t w_stride, const float *x, int64_t n, float *out, int64_t out_stride,
+        const bool f16, const int R, const int C, const bool prefetch)
+{
+    __m512 acc[F_TILE_R][F_TILE_C];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 2
+        for (int c = 0; c < C; c++)
+            acc[r][c] = _mm512_setzero_ps();
+    const size_t elem = f16 ? 2 : 4;
+    for (int64_t i = 0; i < n; i += 16) {
+        __m512 xv[F_TILE_C];
+#pragma GCC unroll 2
+        for (int c = 0; c < C; c++)
+            xv[c] = _mm512_loadu_ps(x + c * n + i);
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            const uint8_t *wr = w + (size_t)r * w_stride + (size_t)i * elem;
+            if (prefetch && (i * elem) % 64 == 0)
+                _mm_prefetch((const char *)wr + F_PREFETCH_BYTES, _MM_HINT_T0);
+            const __m512 wv = f16 ? s_load_f16x16((const uint16_t *)wr) : _mm512_loadu_ps((const float *)wr);
+#pragma GCC unroll 2
+            for (int c = 0; c < C; c++)
+                acc[r][c] = _mm512_fmadd_ps(wv, xv[c], acc[r][c]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 2
+        for (int c = 0; c < C; c++)
+            out[c * out_stride + r] = s_reduce16(acc[r][c]);
+}
+
+#define F_TILE_FN(NAME, F16, R, C)                                                             \
+    static void NAME(const uint8_t *w, size_t ws, const float *x, int64_t n, float *out,       \
+                     int64_t os)                                                               \
+    {                                                                                          \
+        s_ftile(w, ws, x, n, out, os, F16, R, C, C == 1);                                      \
+    }
+F_TILE_FN(s_f32_4x1, false, 4, 1)
+F_TILE_FN(s_f32_4x2, false, 4, 2)
+F_TILE_FN(s_f32_1x1, false, 1, 1)
+F_TILE_FN(s_f32_1x2, false, 1, 2)
+F_TILE_FN(s_f16_4x1, true, 4, 1)
+F_TILE_FN(s_f16_4x2, true, 4, 2)
+F_TILE_FN(s_f16_1x1, true, 1, 1)
+F_TILE_FN(s_f16_1x2, true, 1, 2)
+#undef F_TILE_FN
+
+typedef void (*ftile_fn)(const uint8_t *, size_t, const float *, int64_t, float *, int64_t);
+static const ftile_fn s_ftiles[2][2][2] = {
+    /* [f16][R == 1][C - 1] */
+    {{s_f32_4x1, s_f32_4x2}, {s_f32_1x1, s_f32_1x2}},
+    {{s_f16_4x1, s_f16_4x2}, {s_f16_1x1, s_f16_1x2}},
+};
+
+static void s_matmul_float(const weight *w, const float *x, int64_t n_rows, const bool f16, float *out,
+                           int64_t out_stride, int64_t row_begin, int64_t row_end)
+{
+    const int64_t n = w->cols;
+    if (n % 16) {
+        for (int64_t i = row_begin; i < row_end; i++) {
+            const void *wrow = (const uint8_t *)w->data + (size_t)i * w->row_bytes;
+            for (int64_t c = 0; c < n_rows; c++)
+                out[c * out_stride + i] = s_dot4(wrow, x + c * n, n, f16);
+        }
+        return;
+    }
+    for (int64_t i = row_begin; i < row_end;) {
+        const int one = row_end - i < F_TILE_R;
+        const uint8_t *wrow = (const uint8_t *)w->data + (size_t)i * w->row_bytes;
+        for (int64_t c = 0; c < n_rows; c += F_TILE_C) {
+            const int nc = n_rows - c >= F_TILE_C ? F_TILE_C : (int)(n_rows - c);
+            s_ftiles[f16][one][nc - 1](wrow, w->row_bytes, x + c * n, n, out + c * out_stride + i,
+                                       out_stride);
+        }
+        i += one ? 1 : F_TILE_R;
+    }
+}
+
+void kernel_avx512_matmul_f16(const weight *w, const kernel_act *act, float *out, int64_t out_stride,
+                              int64_t row_begin, int64_t row_end)
+{
+    s_matmul_float(w, act->data_f32, act->n_rows, true, out, out_stride, row_begin, row_end);
+}
+
+void kernel_avx512_matmul_f32(const weight *w, const kernel_act *act, float *out, int64_t out_stride,
+                              int64_t row_begin, int64_t row_end)
+{
+    s_matmul_float(w, act->data, act->n_rows, false, out, out_stride, row_begin, row_end);
+}
