@@ -1,7 +1,7 @@
-// generate_kv16.test.mjs - proves `llorch generate --kv-type f16` gives llama.cpp's greedy tokens and per-step top-5 probabilities with F16 K and V caches (llama.cpp's default), on stories260K and a generated GQA model, in every kernel variant.
+// generate_kv16.test.mjs - proves `llorch generate --kv-type f16` gives llama.cpp's greedy tokens and per-step top-5 probabilities with F16 K and V caches (llama.cpp's default), on stories260K and a generated GQA model, in every kernel variant this CPU runs.
 import {test, before, after} from "node:test";
 import assert from "node:assert/strict";
-import {compareTop, llamaCpp, llamaGreedy, llorch, mkmodel, requireLlorch, sharedFile} from "./lib.mjs";
+import {bestIsa, compareTop, llamaCpp, llamaGreedy, llorch, mkmodel, otherIsas, requireLlorch, sharedFile} from "./lib.mjs";
 
 const N_PREDICT = 64;
 const TOP = 5;
@@ -55,9 +55,9 @@ function maxTopDiff(got, ref) {
 }
 
 for (const c of cases) {
-    for (const isa of [null, "scalar"]) {
+    for (const isa of [null, ...otherIsas()]) {
         test(`--kv-type f16: greedy ${N_PREDICT} tokens and top-${TOP} probabilities equal llama.cpp's ` +
-             `with an F16 cache: ${c.name}${isa ? ` (LLORCH_ISA=${isa})` : ""}`, async (t) => {
+             `with an F16 cache: ${c.name} (${isa ? `LLORCH_ISA=${isa}` : bestIsa()})`, async (t) => {
             const file = c.file();
             const ref = await llamaGreedy(llama, file, c.prompt, {nPredict: N_PREDICT, top: TOP, kvType: "F16"});
             const got = llorchGreedy(file, c.prompt, "f16", isa);

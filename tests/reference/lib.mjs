@@ -21,6 +21,25 @@ export function sharedFile(rel) {
     return file;
 }
 
+// The kernel variants this CPU runs besides the best one (which a run without LLORCH_ISA
+// uses): scalar always, avx2 too when avx512 is the best. Read from /proc/cpuinfo as
+// kernel_isa_available reads cpuid.
+export function cpuFlags() {
+    const info = fs.readFileSync("/proc/cpuinfo", "utf8");
+    return new Set((/^flags\s*:(.*)$/m.exec(info)?.[1] ?? "").trim().split(/\s+/));
+}
+
+export function bestIsa() {
+    const f = cpuFlags();
+    if (["avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni"].every((x) => f.has(x)))
+        return "avx512";
+    return ["avx2", "fma", "f16c"].every((x) => f.has(x)) ? "avx2" : "scalar";
+}
+
+export function otherIsas() {
+    return bestIsa() === "avx512" ? ["avx2", "scalar"] : bestIsa() === "avx2" ? ["scalar"] : [];
+}
+
 export function requireLlorch() {
     if (!fs.existsSync(llorchBin))
         throw new Error(`${llorchBin} is missing: run make first`);

@@ -333,6 +333,101 @@ static void test_q8_0_matmul_is_batch_split_and_isa_invariant(void **state)
     free(wv);
 }
 
+/* The R16 layout (Q8_0 in 16-row groups): repacking and unpacking give back the GGUF
+ * bytes, a row read from it is the GGUF row, and its products equal, bit for bit, the
+ * R16 arithmetic written out here (exact integer dot per block, then one fma chain) in
+ * every variant, for matrix x vector, small and large batches and row ranges that cut
+ * groups; and they agree with float64. */
+static void test_q8_0_r16_layout_and_products(void **state)
+{
+    (void)state;
+    enum { ROWS = 48, COLS = 32 * 61, MAX_BATCH = 19 };
+    static const int batches[] = {1, 2, 3, 5, 8, 9, 17, 19};
+    weight w;
+    double *wv = malloc((size_t)ROWS * COLS * sizeof *wv);
+    void *data = s_make_weight(TENSOR_Q8_0, ROWS, COLS, &w, wv);
+    assert_true(weight_layout_fits(WEIGHT_LAYOUT_Q8_0_R16, TENSOR_Q8_0, ROWS, COLS));
+    assert_false(weight_layout_fits(WEIGHT_LAYOUT_Q8_0_R16, TENSOR_Q8_0, ROWS - 1, COLS));
+    assert_false(weight_layout_fits(WEIGHT_LAYOUT_Q8_0_R16, TENSOR_F16, ROWS, COLS));
+    assert_false(weight_layout_fits(WEIGHT_LAYOUT_COUNT, TENSOR_Q8_0, ROWS, COLS));
+    const size_t bytes = (size_t)ROWS * w.row_bytes;
+    uint8_t *packed = malloc(bytes), *back = malloc(bytes);
+    kernel_repack_rows(WEIGHT_LAYOUT_Q8_0_R16, data, packed, ROWS, COLS);
+    assert_true(memcmp(packed, data, bytes) != 0);
+    kernel_unpack_rows(WEIGHT_LAYOUT_Q8_0_R16, packed, back, ROWS, COLS);
+    assert_memory_equal(back, data, bytes);
+    weight r16 = w;
+    r16.layout = WEIGHT_LAYOUT_Q8_0_R16;
+    r16.data = packed;
+    float a[COLS], b[COLS];
+    for (int i = 0; i < ROWS; i++) {
+        kernel_get_row(&w, i, a);
+        kernel_get_row(&r16, i, b);
+        assert_memory_equal(a, b, sizeof a);
+    }
+
+    float *x = malloc((size_t)MAX_BATCH * COLS * sizeof *x);
+    s_fill(x, MAX_BATCH * COLS, 3.0f);
+    const int64_t n_blocks = COLS / 32;
+    q8_0_block *xq = malloc((size_t)MAX_BATCH * n_blocks * sizeof *xq);
+    static float want[MAX_BATCH][ROWS];
+    for (int r = 0; r < MAX_BATCH; r++) {
+        q8_0_quantize_row(x + (size_t)r * COLS, xq + r * n_blocks, COLS);
+        double xv[COLS];
+        s_act_values(TENSOR_Q8_0, x + (size_t)r * COLS, COLS, xv);
+        for (int i = 0; i < ROWS; i++) {
+            const q8_0_block *wr = (const q8_0_block *)((const char *)data + (size_t)i * w.row_bytes);
+            float acc = 0.0f;
+            double exact = 0, terms = 0;
+            for (int64_t k = 0; k < n_blocks; k++) {
+                int32_t dot = 0;
+                for (int j = 0; j < 32; j++)
+                    dot += wr[k].qs[j] * xq[r * n_blocks + k].qs[j];
+                acc = fmaf(fp16_to_f32(wr[k].d) * fp16_to_f32(xq[r * n_blocks + k].d), (float)dot, acc);
+            }
+            for (int c = 0; c < COLS; c++) {
+                exact += wv[i * COLS + c] * xv[c];
+                terms += fabs(wv[i * COLS + c] * xv[c]);
+            }
+            want[r][i] = acc;
+            s_assert_dot(acc, exact, terms, 0, COLS);
+        }
+    }
+    void *buf = malloc(kernel_act_bytes(TENSOR_Q8_0, MAX_BATCH, COLS));
+    static float got[MAX_BATCH * ROWS];
+    FOR_EACH_ISA(isa) {
+        for (size_t bi = 0; bi < sizeof batches / sizeof batches[0]; bi++) {
+            const int batch = batches[bi];
+            for (int first = 0; first < MAX_BATCH; first += batch) {
+                const int n = MAX_BATCH - first < batch ? MAX_BATCH - first : batch;
+                kernel_act act = kernel_act_init(TENSOR_Q8_0, x + (size_t)first * COLS, n, COLS, buf);
+                kernel_act_convert(&act, x + (size_t)first * COLS, 0, n);
+                /* rows in pieces that cut groups: 0..5, 5..21, 21..32, 32..48 */
+                kernel_matmul(&r16, &act, got, ROWS, 0, 5);
+                kernel_matmul(&r16, &act, got, ROWS, 5, 21);
+                kernel_matmul(&r16, &act, got, ROWS, 21, 32);
+                kernel_matmul(&r16, &act, got, ROWS, 32, ROWS);
+                for (int r = 0; r < n; r++)
+                    for (int i = 0; i < ROWS; i++)
+                        if (got[r * ROWS + i] != want[first + r][i])
+                            fail_msg("%s r16 batch %d row %d out %d: got %.9g want %.9g",
+                                     kernel_isa_name(isa), batch, first + r, i, got[r * ROWS + i],
+                                     want[first + r][i]);
+            }
+        }
+        assert_int_equal(kernel_preferred_layout(TENSOR_Q8_0, ROWS, COLS),
+                         isa == KERNEL_ISA_AVX512 ? WEIGHT_LAYOUT_Q8_0_R16 : WEIGHT_LAYOUT_ROWS);
+        assert_int_equal(kernel_preferred_layout(TENSOR_F16, ROWS, COLS), WEIGHT_LAYOUT_ROWS);
+    }
+    free(buf);
+    free(xq);
+    free(x);
+    free(back);
+    free(packed);
+    free(data);
+    free(wv);
+}
+
 /* Cached rope angles give the same floats as kernel_rope; axpy adds a scaled vector. */
 static void test_rope_angles_and_axpy(void **state)
 {
@@ -528,6 +623,8 @@ static void test_isa_override_and_names(void **state)
     (void)state;
     assert_true(kernel_isa_available(KERNEL_ISA_SCALAR));
     assert_string_equal(kernel_isa_name(KERNEL_ISA_AVX2), "avx2");
+    assert_string_equal(kernel_isa_name(KERNEL_ISA_AVX512), "avx512");
+    assert_string_equal(weight_layout_name(WEIGHT_LAYOUT_Q8_0_R16), "q8_0_r16");
     llorch_error err = {0};
     assert_int_equal(kernel_isa_select(KERNEL_ISA_SCALAR, &err), 0);
     assert_int_equal(kernel_isa_active(), KERNEL_ISA_SCALAR);
@@ -577,6 +674,7 @@ int main(void)
         cmocka_unit_test(test_f16_f32_matmul_is_batch_and_split_invariant),
         cmocka_unit_test(test_matmul_every_type_matches_float64_and_splits),
         cmocka_unit_test(test_q8_0_matmul_is_batch_split_and_isa_invariant),
+        cmocka_unit_test(test_q8_0_r16_layout_and_products),
         cmocka_unit_test(test_rope_angles_and_axpy),
         cmocka_unit_test(test_axpy_f16_is_exact_and_isa_invariant),
         cmocka_unit_test(test_vector_ops_match_float64),
