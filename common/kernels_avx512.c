@@ -21,11 +21,21 @@
  * One batch row is bound by memory bandwidth: without it the loop waits on every line. */
 #define R16_PREFETCH_BYTES 2048
 
+/* An unaligned int32 the compiler may fold into an instruction's broadcast operand. */
+typedef int32_t __attribute__((aligned(1), may_alias)) s_i32_unaligned;
+
 static inline int32_t s_load_i32(const void *p)
 {
-    int32_t v;
-    memcpy(&v, p, sizeof v);
-    return v;
+    return *(const s_i32_unaligned *)p;
+}
+
+/* dot += the products of the 64 unsigned bytes of w with the 4 signed bytes at x
+ * repeated (vpdpbusd with an embedded broadcast, which compilers do not form from the
+ * intrinsic and a separate broadcast). */
+static inline __m512i s_dpbusd_bcast(__m512i dot, __m512i w, const uint8_t *x)
+{
+    __asm__("vpdpbusd %[x]%{1to16%}, %[w], %[dot]" : [dot] "+v"(dot) : [w] "v"(w), [x] "m"(*(const s_i32_unaligned *)x));
+    return dot;
 }
 
 /* out[c * out_stride + r] for the 16 rows of one group (lanes where `keep` is set) and
@@ -57,8 +67,7 @@ s_r16_tile(const uint8_t *group, int64_t n_blocks, const uint8_t *x, size_t x_st
             const __m512i wq = _mm512_loadu_si512(blk + R16_QUANTS_AT + 64 * k);
 #pragma GCC unroll 8
             for (int c = 0; c < C; c++)
-                dot[c] = _mm512_dpbusd_epi32(dot[c], wq,
-                                             _mm512_set1_epi32(s_load_i32(xb + (size_t)c * x_stride + 4 * k)));
+                dot[c] = s_dpbusd_bcast(dot[c], wq, xb + (size_t)c * x_stride + 4 * k);
         }
         const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)blk));
 #pragma GCC unroll 8

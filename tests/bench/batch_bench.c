@@ -97,10 +97,12 @@ static void s_make_q8(weight *w, int64_t rows, int64_t cols)
 
 static int s_kernel_mode(int threads)
 {
-    enum { N_W = 8, COLS = 2048, MAX_B = 64 };
-    /* BATCH_BENCH_ROWS: rows of each of the 8 weights (5632; 64 keeps them in cache) */
-    const char *env_rows = getenv("BATCH_BENCH_ROWS");
+    enum { N_W = 8, MAX_B = 64 };
+    /* BATCH_BENCH_ROWS, BATCH_BENCH_COLS: the shape of each of the 8 weights (5632 x
+     * 2048; 64 rows keep them in cache) */
+    const char *env_rows = getenv("BATCH_BENCH_ROWS"), *env_cols = getenv("BATCH_BENCH_COLS");
     const int ROWS = env_rows ? atoi(env_rows) : 5632;
+    const int COLS = env_cols ? atoi(env_cols) / 32 * 32 : 2048;
     weight w[N_W];
     for (int i = 0; i < N_W; i++)
         s_make_q8(&w[i], ROWS, COLS);
