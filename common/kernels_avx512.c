@@ -21,13 +21,8 @@
  * One batch row is bound by memory bandwidth: without it the loop waits on every line. */
 #define R16_PREFETCH_BYTES 2048
 
-/* An unaligned int32 the compiler may fold into an instruction's broadcast operand. */
+/* An unaligned int32 in memory, as an asm operand. */
 typedef int32_t __attribute__((aligned(1), may_alias)) s_i32_unaligned;
-
-static inline int32_t s_load_i32(const void *p)
-{
-    return *(const s_i32_unaligned *)p;
-}
 
 /* dot += the products of the 64 unsigned bytes of w with the 4 signed bytes at x
  * repeated (vpdpbusd with an embedded broadcast, which compilers do not form from the
