@@ -14,13 +14,15 @@ typedef struct loader_options {
     const char *model_path;
     const char *shm_name;   /* NULL: "/llorch-<model_id[0:8]>-<pid>" */
     bool progress;          /* progress lines for any size (large models always get them) */
+    bool layout_rows;       /* --layout rows: every tensor keeps the GGUF row order */
 } loader_options;
 
 /* The loaded model: tensor bytes in a shared segment and the manifest describing them.
- * The segment layout is a table of (offset, n_bytes, type) per tensor, each at a page
- * boundary: today the bytes are the file's, in the file's type; a repacking loader would
- * write another layout and type and digest what it wrote, and workers would follow the
- * manifest unchanged. */
+ * The segment is a table of (offset, n_bytes, type, layout) per tensor, each at a page
+ * boundary. The bytes are the file's, in the file's type, except that Q8_0 matrices are
+ * repacked into the layout this CPU's kernels prefer (kernel_preferred_layout: 16-row
+ * groups for AVX-512 VNNI) unless layout_rows; every digest is of the bytes in the
+ * segment, which is what workers map or fetch. */
 typedef struct loader_model {
     char segment_name[WIRE_MAX_ENDPOINT_BYTES]; /* "/llorch-..." as passed to shm_open */
     const uint8_t *segment;   /* (segment_bytes) mapped read-only once written */
@@ -41,11 +43,12 @@ typedef struct loader_model {
 } loader_model;
 
 /* Opens and validates the GGUF file (gguf_open, model_config_from_gguf, its tokenizer),
- * digests every tensor (BLAKE2b-256), creates the shared segment (refusing to replace an
- * existing one), copies the tensors to page-aligned offsets, and builds and encodes the
- * manifest. Logs progress. The GGUF file is closed again before returning, so the model
- * is resident once (in the segment). NULL with err on any problem; no segment is left
- * behind then. Free with loader_model_free. */
+ * creates the shared segment (refusing to replace an existing one), copies the tensors to
+ * page-aligned offsets (repacking Q8_0 matrices on the way, see above) and digests what it
+ * wrote (BLAKE2b-256), and builds and encodes the manifest. Logs progress. The GGUF file
+ * is closed again before returning, so the model is resident once (in the segment).
+ * NULL with err on any problem; no segment is left behind then. Free with
+ * loader_model_free. */
 loader_model *loader_model_load(const loader_options *o, llorch_error *err);
 
 /* Unmaps and unlinks the segment, frees everything and sets *lm to NULL. Safe on NULL. */

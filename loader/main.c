@@ -26,6 +26,11 @@ static void s_usage(FILE *out)
             "                         from the tensor table)\n"
             "  --curve-secret FILE    serve with CurveZMQ using this key pair (llorch keygen)\n"
             "  --allow FILE           public keys admitted (needed with --curve-secret)\n"
+            "  --layout auto|rows     how Q8_0 matrices lie in the segment: auto (default)\n"
+            "                         repacks them in 16-row groups when this CPU runs the\n"
+            "                         AVX-512 VNNI kernels; rows keeps the GGUF order (for\n"
+            "                         workers that map the segment on a CPU without AVX-512,\n"
+            "                         or workers older than the layout field)\n"
             "  --progress             progress lines for any model size (large models always\n"
             "                         report progress)\n"
             "  -h, --help             this text\n\n"
@@ -66,7 +71,13 @@ static int s_parse(int argc, char **argv, loader_args *a)
             a->curve_secret = v;
         else if (!strcmp(o, "--allow"))
             a->allow = v;
-        else {
+        else if (!strcmp(o, "--layout")) {
+            if (strcmp(v, "auto") != 0 && strcmp(v, "rows") != 0) {
+                fprintf(stderr, "llorch-loader: --layout '%s': give auto or rows\n", v);
+                return -1;
+            }
+            a->opts.layout_rows = !strcmp(v, "rows");
+        } else {
             fprintf(stderr, "llorch-loader: unknown option '%s' (see --help)\n", o);
             return -1;
         }

@@ -16,6 +16,7 @@
 
 #include "gguf.h"
 #include "hugemem.h"
+#include "kernels.h"
 #include "log.h"
 #include "model.h"
 #include "proc.h"
@@ -30,18 +31,22 @@
 #define LOADER_MAX_THREADS 16
 
 /* One pass over all tensors, spread over the CPUs a tensor at a time: each tensor is read
- * from the file in steps, digested (BLAKE2b-256, in order) and written to its offset in the
- * segment, so the file is read once. The calling thread reports progress once a second.
- * Tensor bytes are read with pread, never through the mapping: a file cut short while
- * loading is a read error, not a SIGBUS. write(2) into the segment, not memcpy into a
- * mapping: no page fault per page, and a full /dev/shm is an error here instead of a
- * SIGBUS. */
+ * from the file in steps, repacked when its layout is not the file's (a step is then whole
+ * 16-row groups, which repack on their own), digested (BLAKE2b-256, in order, the bytes as
+ * written) and written to its offset in the segment, so the file is read once. The
+ * calling thread reports progress once a second. Tensor bytes are read with pread, never
+ * through the mapping: a file cut short while loading is a read error, not a SIGBUS.
+ * write(2) into the segment, not memcpy into a mapping: no page fault per page, and a
+ * full /dev/shm is an error here instead of a SIGBUS. */
 typedef struct pass {
     loader_model *lm;
     const gguf_file *f;
     int src;                     /* the GGUF file */
     int fd;                      /* the segment */
     uint8_t *map;                /* the segment mapped, for MADV_COLLAPSE */
+    uint64_t buf_bytes;          /* each thread's buffers: LOADER_STEP_BYTES, or one 16-row
+                                    group of the widest repacked matrix when larger */
+    bool repacking;              /* some tensor is repacked: threads need a second buffer */
     atomic_uint_fast64_t *region_left; /* [n_regions] tensor bytes not yet written */
     uint64_t n_regions;
     atomic_uint_fast64_t next_tensor;
@@ -109,20 +114,34 @@ static bool s_write(pass *p, const uint8_t *buf, uint64_t n, uint64_t at)
     return true;
 }
 
-static void s_load_tensor(pass *p, uint64_t i, uint8_t *buf)
+/* Bytes of one 16-row group of a repacked matrix; 0 for a tensor in the file's order. */
+static uint64_t s_group_bytes(const wire_tensor_info *ti)
+{
+    return ti->layout == WEIGHT_LAYOUT_ROWS ? 0 : ti->n_bytes / ti->ne[1] * KERNEL_R16_ROWS;
+}
+
+/* buf and packed are p->buf_bytes each (packed only when p->repacking). */
+static void s_load_tensor(pass *p, uint64_t i, uint8_t *buf, uint8_t *packed)
 {
     const wire_tensor_info *ti = &p->lm->tensors[i];
+    const uint64_t group = s_group_bytes(ti);
+    const uint64_t step = group ? p->buf_bytes / group * group : LOADER_STEP_BYTES;
     crypto_generichash_state st;
     crypto_generichash_init(&st, NULL, 0, WIRE_DIGEST_BYTES);
-    for (uint64_t off = 0; off < ti->n_bytes && !proc_stop_signal(); off += LOADER_STEP_BYTES) {
-        const uint64_t n = ti->n_bytes - off < LOADER_STEP_BYTES ? ti->n_bytes - off
-                                                                 : LOADER_STEP_BYTES;
+    for (uint64_t off = 0; off < ti->n_bytes && !proc_stop_signal(); off += step) {
+        const uint64_t n = ti->n_bytes - off < step ? ti->n_bytes - off : step;
         if (proc_pread_all(p->src, buf, n, s_file_offset(p, i) + off) != 0) {
             s_fail(&p->read_errno, errno);
             return;
         }
-        crypto_generichash_update(&st, buf, n);
-        if (!s_write(p, buf, n, ti->offset + off))
+        const uint8_t *out = buf;
+        if (group) {
+            kernel_repack_rows((enum weight_layout)ti->layout, buf, packed,
+                               (int64_t)(n / group * KERNEL_R16_ROWS), (int64_t)ti->ne[0]);
+            out = packed;
+        }
+        crypto_generichash_update(&st, out, n);
+        if (!s_write(p, out, n, ti->offset + off))
             return;
         atomic_fetch_add(&p->done_bytes, n);
     }
@@ -132,17 +151,20 @@ static void s_load_tensor(pass *p, uint64_t i, uint8_t *buf)
 static void *s_pass_thread(void *arg)
 {
     pass *p = arg;
-    uint8_t *buf = malloc(LOADER_STEP_BYTES);
-    if (!buf)
+    uint8_t *buf = malloc(p->buf_bytes);
+    uint8_t *packed = p->repacking ? malloc(p->buf_bytes) : NULL;
+    const bool ready = buf && (packed || !p->repacking);
+    if (!ready)
         s_fail(&p->read_errno, ENOMEM);
-    while (buf) {
+    while (ready) {
         uint64_t i = atomic_fetch_add(&p->next_tensor, 1);
         if (i >= p->f->n_tensors || proc_stop_signal() || atomic_load(&p->write_errno) ||
             atomic_load(&p->read_errno))
             break;
-        s_load_tensor(p, i, buf);
+        s_load_tensor(p, i, buf, packed);
     }
     free(buf);
+    free(packed);
     atomic_fetch_sub(&p->running, 1);
     return NULL;
 }
@@ -171,7 +193,14 @@ static int s_regions(pass *p)
 static int s_run_pass(loader_model *lm, const gguf_file *f, int fd, bool verbose,
                       llorch_error *err)
 {
-    pass p = {.lm = lm, .f = f, .fd = fd, .map = (uint8_t *)lm->segment};
+    pass p = {.lm = lm, .f = f, .fd = fd, .map = (uint8_t *)lm->segment,
+              .buf_bytes = LOADER_STEP_BYTES};
+    for (uint64_t i = 0; i < f->n_tensors; i++) {
+        const uint64_t group = s_group_bytes(&lm->tensors[i]);
+        p.repacking |= group > 0;
+        if (group > p.buf_bytes)
+            p.buf_bytes = group;
+    }
     atomic_init(&p.huge_bytes, 0);
     atomic_init(&p.collapse_off, false);
     if (s_regions(&p) < 0)
@@ -419,6 +448,8 @@ loader_model *loader_model_load(const loader_options *o, llorch_error *err)
         goto fail;
     }
     uint64_t end = 0;
+    uint32_t n_repacked = 0;
+    enum weight_layout repacked_to = WEIGHT_LAYOUT_ROWS;
     for (uint64_t i = 0; i < f->n_tensors; i++) {
         const gguf_tensor *t = &f->tensors[i];
         wire_tensor_info *ti = &lm->tensors[i];
@@ -429,6 +460,15 @@ loader_model *loader_model_load(const loader_options *o, llorch_error *err)
         memcpy(ti->ne, t->ne, sizeof ti->ne);
         ti->offset = (end + page - 1) / page * page;
         ti->n_bytes = t->n_bytes;
+        const enum weight_layout layout =
+            o->layout_rows || t->n_dims != 2
+                ? WEIGHT_LAYOUT_ROWS
+                : kernel_preferred_layout(t->type, (int64_t)t->ne[1], (int64_t)t->ne[0]);
+        ti->layout = (uint32_t)layout;
+        if (layout != WEIGHT_LAYOUT_ROWS) {
+            n_repacked++;
+            repacked_to = layout;
+        }
         end = ti->offset + ti->n_bytes;
         lm->data_bytes += ti->n_bytes;
     }
@@ -440,6 +480,11 @@ loader_model *loader_model_load(const loader_options *o, llorch_error *err)
 
     if (s_segment(lm, f, o, verbose, err) < 0)
         goto fail;
+    if (n_repacked)
+        log_info("repacked %u Q8_0 matrices into %s for the %s kernels", n_repacked,
+                 weight_layout_name(repacked_to), kernel_isa_name(kernel_isa_active()));
+    else if (o->layout_rows)
+        log_info("every tensor keeps the GGUF row order (--layout rows)");
     s_model_id(lm, f);
 
     lm->manifest.model_id = lm->model_id;

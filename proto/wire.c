@@ -195,7 +195,8 @@ static int s_validate_manifest(const wire_manifest *m, llorch_error *err)
     for (uint32_t i = 0; i < m->n_tensors; i++) {
         const wire_tensor_info *ti = &m->tensors[i];
         if (s_str(err, "name", ti->name, 1, WIRE_MAX_TENSOR_NAME_BYTES) ||
-            s_range_u64(err, "n_dims", ti->n_dims, 1, 4))
+            s_range_u64(err, "n_dims", ti->n_dims, 1, 4) ||
+            s_range_u64(err, "layout", ti->layout, 0, WIRE_MAX_LAYOUT))
             return llorch_error_prefix(err, "tensors[%u]", i);
         for (uint32_t d = 0; d < 4; d++)
             if (ti->ne[d] == 0 || ti->ne[d] > (1ull << 40) || (d >= ti->n_dims && ti->ne[d] != 1))

@@ -20,7 +20,8 @@
 #error "llorch bulk frames are little-endian; this host is not"
 #endif
 
-#define WIRE_PROTOCOL_VERSION 1
+/* 2: tensors carry a layout; a version-1 worker would read repacked bytes as GGUF rows */
+#define WIRE_PROTOCOL_VERSION 2
 
 /* ---- limits (a decoder rejects anything beyond them; an encoder refuses to make it) ---- */
 #define WIRE_MAX_FRAMES 4                        /* header + up to 3 bulk frames */
@@ -52,6 +53,7 @@
 #define WIRE_MAX_TOP_PROBS 32                    /* top_n_probs, TOKEN top entries */
 #define WIRE_MAX_STATS 256                       /* counters in STATS */
 #define WIRE_DIGEST_BYTES 32                     /* BLAKE2b-256 of a tensor's bytes */
+#define WIRE_MAX_LAYOUT 1                        /* tensor layouts known to this version */
 
 /* Codes carried by ERROR and returned by the decoders. Stable numbers: they are on the wire. */
 typedef enum wire_errc {
@@ -206,6 +208,9 @@ typedef struct wire_tensor_info {
     uint64_t offset;         /* in the segment; offset + n_bytes <= segment_bytes */
     uint64_t n_bytes;
     uint8_t digest[WIRE_DIGEST_BYTES]; /* BLAKE2b-256 of the n_bytes bytes */
+    uint32_t layout;         /* how the bytes are arranged: 0 = GGUF rows; 1 = Q8_0 in 16-row
+                                groups (enum weight_layout, kernels.h); 0..WIRE_MAX_LAYOUT,
+                                0 when absent on the wire */
 } wire_tensor_info;
 
 typedef struct wire_manifest {

@@ -234,7 +234,7 @@ static size_t s_pack_body(s_pk *p, const wire_message *m, wire_frame *bulk)
         s_array(p, mf->n_tensors);
         for (uint32_t i = 0; i < mf->n_tensors; i++) {
             const wire_tensor_info *ti = &mf->tensors[i];
-            s_map(p, 7);
+            s_map(p, 8);
             s_kv_str(p, "name", ti->name);
             s_kv_u64(p, "type", ti->type);
             s_kv_u64(p, "n_dims", ti->n_dims);
@@ -246,6 +246,7 @@ static size_t s_pack_body(s_pk *p, const wire_message *m, wire_frame *bulk)
             s_kv_u64(p, "n_bytes", ti->n_bytes);
             s_key(p, "digest");
             s_bin(p, ti->digest, WIRE_DIGEST_BYTES);
+            s_kv_u64(p, "layout", ti->layout);
         }
         bulk[0] = (wire_frame){t->scores, (size_t)t->n_tokens * sizeof(float)};
         bulk[1] = (wire_frame){t->types, (size_t)t->n_tokens * sizeof(int32_t)};

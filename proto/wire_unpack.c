@@ -348,11 +348,16 @@ static int s_tensor(s_dec *d, const msgpack_object *o, wire_tensor_info *t)
 {
     const msgpack_object *ne = s_find(o, "ne"), *digest = s_find(o, "digest");
     uint32_t n = 0;
+    t->layout = 0;
     if (s_map(d, o, "tensor", WIRE_MAX_KEYS) ||
         s_str_short(d, o, "name", true, &t->name) || s_u32(d, o, "type", true, &t->type) ||
         s_u32(d, o, "n_dims", true, &t->n_dims) || s_u64(d, o, "offset", true, &t->offset) ||
-        s_u64(d, o, "n_bytes", true, &t->n_bytes))
+        s_u64(d, o, "n_bytes", true, &t->n_bytes) || s_u32(d, o, "layout", false, &t->layout))
         return -1;
+    if (t->layout > WIRE_MAX_LAYOUT)
+        return llorch_error_set(d->err, "%s: layout %u is over the limit of %u (0 = GGUF rows, "
+                                "1 = Q8_0 in 16-row groups): a newer loader? start it with "
+                                "--layout rows", t->name, t->layout, WIRE_MAX_LAYOUT);
     if (!ne || !digest)
         return s_missing(d, ne ? "digest" : "ne");
     if (s_obj_array(d, ne, "ne", 4, &n))

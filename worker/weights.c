@@ -22,6 +22,11 @@
  * a fetch waits for the next chunk before giving up. */
 #define WORKER_LOADER_RETRY_MS 5000
 #define WORKER_FETCH_TIMEOUT_MS 60000
+/* Bytes of a fetched matrix converted to another layout at a time (whole 16-row groups). */
+#define WORKER_UNPACK_STEP_BYTES (4u << 20)
+
+_Static_assert(WIRE_MAX_LAYOUT < WEIGHT_LAYOUT_COUNT,
+               "every layout the wire carries is one the kernels compute");
 
 static int s_config(const wire_model_config *c, model_config *cfg, llorch_error *err)
 {
@@ -149,6 +154,83 @@ static int s_check_digests(const worker_weights *w, const uint8_t (*digests)[WIR
     return 0;
 }
 
+/* Turns the fetched matrices (record i's bytes at buf + offsets[i]) whose layout this
+ * CPU's kernels do not prefer back into GGUF rows, in place: R16 on a CPU without AVX-512
+ * would run the slow scalar R16 kernel. Call after the digest check, which is of the
+ * bytes as the loader sent them. A group occupies the same bytes in both layouts, so each
+ * step of whole groups goes through a small buffer. 0, or -1 with err. */
+static int s_unpack_fetched(worker_weights *w, uint8_t *buf, const uint64_t *offsets,
+                            llorch_error *err)
+{
+    uint8_t *tmp = NULL;
+    size_t tmp_bytes = 0, n_converted = 0;
+    enum weight_layout from = WEIGHT_LAYOUT_ROWS;
+    for (size_t i = 0; i < w->n_records; i++) {
+        gguf_tensor *g = &w->records[i];
+        const int64_t rows = (int64_t)(g->ne[1] * g->ne[2] * g->ne[3]);
+        const int64_t cols = (int64_t)g->ne[0];
+        const enum weight_layout layout = (enum weight_layout)g->layout;
+        if (layout == WEIGHT_LAYOUT_ROWS || kernel_preferred_layout(g->type, rows, cols) == layout)
+            continue;
+        const size_t group_bytes = (size_t)(g->n_bytes / (uint64_t)rows) * KERNEL_R16_ROWS;
+        const size_t groups_per_step = WORKER_UNPACK_STEP_BYTES / group_bytes;
+        const size_t step = (groups_per_step ? groups_per_step : 1) * group_bytes;
+        if (tmp_bytes < step) {
+            free(tmp);
+            tmp_bytes = step;
+            tmp = malloc(tmp_bytes);
+            if (!tmp)
+                return llorch_error_set(err, "out of memory converting tensor %s to GGUF rows",
+                                        g->name);
+        }
+        uint8_t *data = buf + offsets[i];
+        for (size_t at = 0; at < (size_t)g->n_bytes; at += step) {
+            const size_t n = (size_t)g->n_bytes - at < step ? (size_t)g->n_bytes - at : step;
+            kernel_unpack_rows(layout, data + at, tmp,
+                               (int64_t)(n / group_bytes) * KERNEL_R16_ROWS, cols);
+            memcpy(data + at, tmp, n);
+        }
+        g->layout = WEIGHT_LAYOUT_ROWS;
+        from = layout;
+        n_converted++;
+    }
+    free(tmp);
+    if (n_converted)
+        log_info("converted %zu fetched matrices from %s to GGUF rows: this CPU's %s kernels "
+                 "compute those faster", n_converted, weight_layout_name(from),
+                 kernel_isa_name(kernel_isa_active()));
+    return 0;
+}
+
+/* A mapped segment keeps the loader's layouts: warns once when this CPU's kernels prefer
+ * another one for some matrices (they compute correctly, only slower). */
+static void s_warn_mapped_layouts(const worker_weights *w, const char *segment)
+{
+    size_t n = 0;
+    enum weight_layout have = WEIGHT_LAYOUT_ROWS, want = WEIGHT_LAYOUT_ROWS;
+    for (size_t i = 0; i < w->n_records; i++) {
+        const gguf_tensor *g = &w->records[i];
+        if (g->n_dims != 2)
+            continue;
+        const enum weight_layout pref =
+            kernel_preferred_layout(g->type, (int64_t)g->ne[1], (int64_t)g->ne[0]);
+        if (pref != (enum weight_layout)g->layout) {
+            n++;
+            have = (enum weight_layout)g->layout;
+            want = pref;
+        }
+    }
+    if (n)
+        log_warn("segment %s: %zu matrices are in layout %s, but this CPU's %s kernels are "
+                 "faster on %s; they compute correctly, only slower (%s)", segment, n,
+                 weight_layout_name(have), kernel_isa_name(kernel_isa_active()),
+                 weight_layout_name(want),
+                 have != WEIGHT_LAYOUT_ROWS ? "start the loader with --layout rows, or this "
+                                              "worker with --fetch"
+                                            : "the loader kept GGUF rows: --layout rows, or "
+                                              "a CPU without AVX-512");
+}
+
 typedef struct fetch_req {
     uint32_t tensor;  /* manifest index */
     size_t record;
@@ -273,7 +355,8 @@ static int s_fetch(worker_weights *w, void *sock, const uint32_t *index,
     for (size_t i = 0; i < w->n_records; i++)
         w->records[i].data = (const uint8_t *)buf + offsets[i];
     if (s_check_digests(w, digests, "the fetched bytes", "corrupted in transit or by the loader",
-                        err) < 0)
+                        err) < 0 ||
+        s_unpack_fetched(w, buf, offsets, err) < 0)
         goto out;
     log_info("fetched and verified %zu tensors, %.1f MB in %.0f ms", w->n_records,
              got_bytes / 1e6, (double)(proc_now_ms() - t0));
@@ -285,7 +368,7 @@ out:
 }
 
 /* The tensor records of the range, from the manifest, each checked for a type llorch
- * computes and a byte count matching its shape. */
+ * computes, a byte count matching its shape and a layout the kernels know for it. */
 static int s_records(worker_weights *w, const wire_manifest *mf, const worker_config *cfg,
                      uint32_t **index, uint8_t (**digests)[WIRE_DIGEST_BYTES], llorch_error *err)
 {
@@ -312,6 +395,15 @@ static int s_records(worker_weights *w, const wire_manifest *mf, const worker_co
             return llorch_error_set(err, "tensor %s: %" PRIu64 " bytes do not match its shape "
                                     "and type %s", t->name, t->n_bytes,
                                     tensor_type_name((int)t->type));
+        if (t->layout >= WEIGHT_LAYOUT_COUNT ||
+            !weight_layout_fits((enum weight_layout)t->layout, (enum tensor_type)t->type,
+                                (int64_t)rows, (int64_t)t->ne[0]))
+            return llorch_error_set(err, "tensor %s: layout %u (%s) is not one this worker "
+                                    "computes for a %s tensor of %" PRIu64 " x %" PRIu64
+                                    "; refusing the manifest (start the loader with --layout "
+                                    "rows)", t->name, t->layout,
+                                    weight_layout_name((enum weight_layout)t->layout),
+                                    tensor_type_name((int)t->type), rows, t->ne[0]);
         size_t r = w->n_records++;
         snprintf(w->names[r], sizeof w->names[r], "%s", t->name);
         gguf_tensor *g = &w->records[r];
@@ -321,6 +413,7 @@ static int s_records(worker_weights *w, const wire_manifest *mf, const worker_co
         memcpy(g->ne, t->ne, sizeof g->ne);
         g->offset = t->offset;
         g->n_bytes = t->n_bytes;
+        g->layout = t->layout;
         (*index)[r] = i;
         memcpy((*digests)[r], t->digest, WIRE_DIGEST_BYTES);
     }
@@ -397,6 +490,7 @@ int worker_weights_acquire(worker_weights *w, void *ctx, const worker_config *cf
                 w->records[i].data = (const uint8_t *)w->map + w->records[i].offset;
             log_info("mapped segment %s read-only (zero copy): %zu tensors of model %s",
                      mf->segment_name, w->n_records, w->model_id);
+            s_warn_mapped_layouts(w, mf->segment_name);
             if (cfg->verify && s_verify_mapped(w, digests, mf->segment_name, err) < 0)
                 goto out;
         } else {

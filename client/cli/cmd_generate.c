@@ -46,7 +46,7 @@ static void s_usage(FILE *out)
             "Through a pipeline instead: --router EP (a running router), or --workers K\n"
             "[--split F:L,...] (one started for this call); `llorch generate --help --router` shows those options.\n"
             "\n"
-            "Environment: LLORCH_ISA=scalar|avx2 chooses the kernel variant.\n");
+            "Environment: LLORCH_ISA=scalar|avx2|avx512 chooses the kernel variant.\n");
 }
 
 /* Models at least this large say so while their weights are copied (seconds). */

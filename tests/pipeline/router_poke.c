@@ -183,19 +183,19 @@ static int s_malformed(const char *clients_ep, const char *control_ep)
         static const unsigned char huge_map[] = {0xdf, 0xff, 0xff, 0xff, 0xff};
         static const unsigned char trunc_map[] = {0x82, 0xa1, 'v'};
         static const unsigned char array[] = {0x92, 0x01, 0x02};
-        static const unsigned char v2[] = {0x82, 0xa1, 'v', 0x02, 0xa1, 't', 0xa6,
+        static const unsigned char v9[] = {0x82, 0xa1, 'v', 0x09, 0xa1, 't', 0xa6,
                                            's', 't', 'a', 't', 's', '_'};
-        static const unsigned char v2b[] = {0x82, 0xa1, 'v', 0x02, 0xa1, 't', 0xa9, 's', 't',
+        static const unsigned char v9b[] = {0x82, 0xa1, 'v', 0x09, 0xa1, 't', 0xa9, 's', 't',
                                             'a', 't', 's', '_', 'r', 'e', 'q'};
-        static const unsigned char unknown[] = {0x82, 0xa1, 'v', 0x01, 0xa1, 't', 0xa3, 'f',
+        static const unsigned char unknown[] = {0x82, 0xa1, 'v', WIRE_PROTOCOL_VERSION, 0xa1, 't', 0xa3, 'f',
                                                 'o', 'o'};
-        static const unsigned char no_id[] = {0x83, 0xa1, 'v', 0x01, 0xa1, 't', 0xa6, 's', 'u',
+        static const unsigned char no_id[] = {0x83, 0xa1, 'v', WIRE_PROTOCOL_VERSION, 0xa1, 't', 0xa6, 's', 'u',
                                               'b', 'm', 'i', 't', 0xa6, 'p', 'r', 'o', 'm',
                                               'p', 't', 0xa1, 'x'};
         const struct { const void *data; size_t n; int frames; } cases[] = {
             {garbage, sizeof garbage, 1}, {huge_map, sizeof huge_map, 1},
-            {trunc_map, sizeof trunc_map, 1}, {array, sizeof array, 1}, {v2, sizeof v2, 1},
-            {v2b, sizeof v2b, 1}, {unknown, sizeof unknown, 1}, {no_id, sizeof no_id, 1},
+            {trunc_map, sizeof trunc_map, 1}, {array, sizeof array, 1}, {v9, sizeof v9, 1},
+            {v9b, sizeof v9b, 1}, {unknown, sizeof unknown, 1}, {no_id, sizeof no_id, 1},
             {no_id, sizeof no_id, 3}, {"", 0, 1},
         };
         for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {

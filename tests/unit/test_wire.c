@@ -355,6 +355,72 @@ static void test_roundtrip_manifest(void **state)
     assert_non_null(strstr(err.msg, "bos_id"));
 }
 
+/* The header of the encoded manifest raw with tensors[0]'s "layout" set to value, or
+ * removed when drop, into h (hdr_expect or msgpack_sbuffer_destroy frees it). */
+static void s_edit_layout(const wire_msg *raw, bool drop, uint64_t value, hdr *h)
+{
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
+    assert_int_equal(msgpack_unpack_next(&up, raw->frames[0].data, raw->frames[0].n_bytes, NULL),
+                     MSGPACK_UNPACK_SUCCESS);
+    msgpack_object_map *top = &up.data.via.map, *t0 = NULL;
+    for (uint32_t i = 0; i < top->size; i++)
+        if (top->ptr[i].key.via.str.size == 7 && !memcmp(top->ptr[i].key.via.str.ptr, "tensors", 7))
+            t0 = &top->ptr[i].val.via.array.ptr[0].via.map;
+    assert_non_null(t0);
+    bool found = false;
+    for (uint32_t i = 0; i < t0->size && !found; i++)
+        if (t0->ptr[i].key.via.str.size == 6 && !memcmp(t0->ptr[i].key.via.str.ptr, "layout", 6)) {
+            found = true;
+            if (drop)
+                t0->ptr[i] = t0->ptr[--t0->size];
+            else
+                t0->ptr[i].val.via.u64 = value;
+        }
+    assert_true(found);
+    msgpack_sbuffer_init(&h->sb);
+    msgpack_packer_init(&h->pk, &h->sb, msgpack_sbuffer_write);
+    msgpack_pack_object(&h->pk, up.data);
+    msgpack_unpacked_destroy(&up);
+}
+
+/* A tensor's layout travels as it is; a manifest without the key (an older loader) means
+ * GGUF rows; a layout beyond WIRE_MAX_LAYOUT is refused by the decoder, naming the tensor,
+ * and by the encoder. */
+static void test_manifest_tensor_layout(void **state)
+{
+    wire_tensor_info t[2];
+    wire_message m = s_manifest(t), out;
+    t[0].layout = 1;
+    wire_msg raw = {0};
+    s_roundtrip(&m, &raw, &out);
+    assert_int_equal(out.manifest.tensors[0].layout, 1);
+    assert_int_equal(out.manifest.tensors[1].layout, 0);
+    wire_message_free(&out);
+
+    wire_frame bulk[2] = {raw.frames[1], raw.frames[2]};
+    hdr h;
+    s_edit_layout(&raw, true, 0, &h);
+    wire_msg edited = {.n_frames = 3, .frames = {{h.sb.data, h.sb.size}, bulk[0], bulk[1]}};
+    llorch_error err = {{0}};
+    assert_int_equal(wire_decode(&edited, &out, &err), WIRE_OK);
+    assert_int_equal(out.manifest.tensors[0].layout, 0);
+    assert_string_equal(out.manifest.tensors[0].name, "token_embd.weight");
+    wire_message_free(&out);
+    msgpack_sbuffer_destroy(&h.sb);
+
+    s_edit_layout(&raw, false, WIRE_MAX_LAYOUT + 1, &h);
+    hdr_expect(&h, bulk, 2, WIRE_ERR_MALFORMED,
+               "token_embd.weight: layout 2 is over the limit of 1");
+    s_edit_layout(&raw, false, 1ull << 40, &h);
+    hdr_expect(&h, bulk, 2, WIRE_ERR_MALFORMED, "layout: 1099511627776 is over the limit");
+    wire_msg_free(&raw);
+
+    t[0].layout = WIRE_MAX_LAYOUT + 1;
+    assert_int_equal(wire_encode(&m, &raw, &err), -1);
+    assert_non_null(strstr(err.msg, "tensors[0]: layout: 2 is outside [0, 1]"));
+}
+
 static void test_roundtrip_client_messages(void **state)
 {
     const char *stop[2] = {"\n\n", "User:"};
@@ -501,8 +567,10 @@ static void test_schema_violations(void **state)
 {
     hdr h;
     /* Version and type. */
-    hdr_begin(&h, 2, "forward", 0);
-    hdr_expect(&h, NULL, 0, WIRE_ERR_VERSION, "protocol version 2, this build speaks 1");
+    hdr_begin(&h, 1, "forward", 0);
+    hdr_expect(&h, NULL, 0, WIRE_ERR_VERSION, "protocol version 1, this build speaks 2");
+    hdr_begin(&h, 3, "forward", 0);
+    hdr_expect(&h, NULL, 0, WIRE_ERR_VERSION, "protocol version 3, this build speaks 2");
     hdr_begin(&h, WIRE_PROTOCOL_VERSION, "teleport", 0);
     hdr_expect(&h, NULL, 0, WIRE_ERR_UNSUPPORTED, "unknown message type \"teleport\"");
     /* Missing, wrong-typed, duplicate and unknown fields. */
@@ -844,6 +912,7 @@ int main(void)
         cmocka_unit_test(test_roundtrip_forward_and_logits),
         cmocka_unit_test(test_roundtrip_small_messages),
         cmocka_unit_test(test_roundtrip_manifest),
+        cmocka_unit_test(test_manifest_tensor_layout),
         cmocka_unit_test(test_roundtrip_client_messages),
         cmocka_unit_test(test_truncated_headers_are_refused),
         cmocka_unit_test(test_hostile_msgpack_structure),

@@ -1,9 +1,10 @@
 /* test_worker.c - llorch-loader and llorch-worker as real processes on stories260K, driven by
  * a stand-in router: logits equal the in-process stage's for one worker, two chained workers
- * and a fetching worker; tampered chunks are refused; a session over the KV budget gets
- * ERROR no_memory (chosen by the stage's return value, never its message); malformed frames,
- * a lost router and a lost next hop are survived; SIGTERM leaves no segment and no process
- * behind. */
+ * and a fetching worker, and on a Q8_0 model for workers mapping or fetching matrices in
+ * the loader's layout with kernels that prefer it or not; tampered chunks are refused; a
+ * session over the KV budget gets ERROR no_memory (chosen by the stage's return value,
+ * never its message); malformed frames, a lost router and a lost next hop are survived;
+ * SIGTERM leaves no segment and no process behind. */
 #include "proc_test.h"
 
 #include <fcntl.h>
@@ -11,13 +12,16 @@
 #include <sys/mman.h>
 
 #include "../../worker/worker.h"
+#include "kernels.h"
 #include "kv_cache.h"
+#include "mkmodel.h"
 #include "model.h"
 #include "stage.h"
 
 #define N_LAYERS 5
 #define DIM 64
 #define VOCAB 512
+#define Q8_MODEL_PATH "build/test-models/worker-layout-q8.gguf"
 
 typedef struct fixture {
     char dir[256];
@@ -42,8 +46,10 @@ static void s_start_loader(const char *model_path, const char *env)
     pt_wait_log(F.loader, F.log_path[0], "serving on", 60000);
 }
 
-/* Starts a worker for layers (e.g. "0:5") binding ipc://dir/w<k>; extra args appended. */
-static pid_t s_start_worker(const char *layers, const char *const *extra, int n_extra)
+/* Starts a worker for layers (e.g. "0:5") binding ipc://dir/w<k>; extra args appended; env
+ * ("NAME=value") may be NULL. */
+static pid_t s_start_worker_env(const char *layers, const char *const *extra, int n_extra,
+                                const char *env)
 {
     int k = F.n_workers;
     char bind[300], *argv[32];
@@ -66,8 +72,13 @@ static pid_t s_start_worker(const char *layers, const char *const *extra, int n_
     for (int i = 0; i < n_extra; i++)
         argv[n++] = (char *)extra[i];
     argv[n] = NULL;
-    F.workers[F.n_workers++] = pt_spawn(argv, F.log_path[1 + k], NULL);
+    F.workers[F.n_workers++] = pt_spawn(argv, F.log_path[1 + k], env);
     return F.workers[k];
+}
+
+static pid_t s_start_worker(const char *layers, const char *const *extra, int n_extra)
+{
+    return s_start_worker_env(layers, extra, n_extra, NULL);
 }
 
 static int setup(void **state)
@@ -83,11 +94,15 @@ static int setup(void **state)
     return 0;
 }
 
+/* The kernel variant the test process started with; a test that switches restores it. */
+static kernel_isa s_default_isa;
+
 /* Stops every process with SIGTERM: each must exit 0 and the loader's segment be gone.
  * Everything is stopped before a failure is reported, so a failed test leaves nothing. */
 static int teardown(void **state)
 {
     (void)state;
+    kernel_isa_select(s_default_isa, NULL);
     char problem[256] = "";
     for (int i = 0; i < F.n_workers; i++)
         if (F.workers[i] > 0) {
@@ -117,7 +132,18 @@ static int teardown(void **state)
 /* ---- the in-process reference ---- */
 static model *s_ref_model;
 
-static stage *s_ref_stage(void)
+static stage *s_ref_stage_of(model *m)
+{
+    llorch_error err;
+    stage_opts o = {.threads = 1, .max_batch_rows = 64};
+    stage *s = stage_new(m, 0, (int)m->config.n_layers, &o, &err);
+    if (!s)
+        fail_msg("%s", err.msg);
+    return s;
+}
+
+/* stories260K, opened on first use. */
+static model *s_stories(void)
 {
     llorch_error err;
     if (!s_ref_model) {
@@ -125,11 +151,12 @@ static stage *s_ref_stage(void)
         if (!s_ref_model)
             fail_msg("%s", err.msg);
     }
-    stage_opts o = {.threads = 1, .max_batch_rows = 64};
-    stage *s = stage_new(s_ref_model, 0, N_LAYERS, &o, &err);
-    if (!s)
-        fail_msg("%s", err.msg);
-    return s;
+    return s_ref_model;
+}
+
+static stage *s_ref_stage(void)
+{
+    return s_ref_stage_of(s_stories());
 }
 
 static void s_ref_forward(stage *s, const wire_row *rows, uint32_t n, float *out)
@@ -143,8 +170,10 @@ static void s_ref_forward(stage *s, const wire_row *rows, uint32_t n, float *out
         fail_msg("%s", err.msg);
 }
 
-/* Receives LOGITS for batch_id and checks them against the reference's n_want rows. */
-static void s_expect_logits(uint64_t batch_id, const float *ref, uint32_t n_want)
+/* Receives LOGITS for batch_id and checks them against the reference's n_want rows of
+ * n_vocab: no element further than tolerance away. */
+static void s_expect_logits_of(uint64_t batch_id, const float *ref, uint32_t n_want,
+                               uint32_t n_vocab, float tolerance)
 {
     wire_msg raw = {0};
     wire_message m = {0};
@@ -157,14 +186,21 @@ static void s_expect_logits(uint64_t batch_id, const float *ref, uint32_t n_want
         fail_msg("ERROR instead of logits: %s", m.error.message);
     assert_int_equal(m.type, WIRE_LOGITS);
     assert_int_equal(m.logits.batch_id, batch_id);
-    assert_int_equal(m.logits.n_vocab, VOCAB);
+    assert_int_equal(m.logits.n_vocab, n_vocab);
     assert_int_equal(m.logits.n_rows, n_want);
     float max_diff = 0;
-    for (size_t i = 0; i < (size_t)n_want * VOCAB; i++)
+    for (size_t i = 0; i < (size_t)n_want * n_vocab; i++)
         max_diff = fmaxf(max_diff, fabsf(m.logits.logits[i] - ref[i]));
-    assert_true(max_diff <= 1e-5f);
+    if (max_diff > tolerance)
+        fail_msg("batch %llu: logits differ by up to %g from the reference (tolerance %g)",
+                 (unsigned long long)batch_id, max_diff, tolerance);
     wire_message_free(&m);
     wire_msg_free(&raw);
+}
+
+static void s_expect_logits(uint64_t batch_id, const float *ref, uint32_t n_want)
+{
+    s_expect_logits_of(batch_id, ref, n_want, VOCAB, 1e-5f);
 }
 
 static void s_expect_error(uint32_t code, uint64_t batch_id)
@@ -180,35 +216,46 @@ static void s_expect_error(uint32_t code, uint64_t batch_id)
     wire_msg_free(&raw);
 }
 
-static int s_argmax(const float *v)
+static int s_argmax(const float *v, uint32_t n)
 {
     int best = 0;
-    for (int i = 1; i < VOCAB; i++)
+    for (int i = 1; i < (int)n; i++)
         if (v[i] > v[best])
             best = i;
     return best;
 }
 
 /* A prompt of 4 tokens, then 3 greedy steps, through the pipeline whose first worker is
- * index `first` and route `route` (ending with results); compared with the reference. */
-static void s_generate_and_compare(int first, const char *const *route, uint32_t n_hops,
-                                   uint64_t session)
+ * index `first` and route `route` (ending with results); compared with the in-process
+ * stage over all of ref_model's layers (its vocabulary holds the prompt's ids) within
+ * tolerance. */
+static void s_generate_and_compare_on(model *ref_model, int first, const char *const *route,
+                                      uint32_t n_hops, uint64_t session, float tolerance)
 {
-    stage *ref = s_ref_stage();
-    static float ref_out[4 * VOCAB];
+    const uint32_t dim = ref_model->config.dim, n_vocab = ref_model->config.vocab_size;
+    stage *ref = s_ref_stage_of(ref_model);
+    float *ref_out = malloc(4 * (size_t)n_vocab * sizeof *ref_out);
+    assert_non_null(ref_out);
     wire_row rows[4] = {{session, 0, 1, false}, {session, 1, 403, false},
                         {session, 2, 407, false}, {session, 3, 261, true}};
     s_ref_forward(ref, rows, 4, ref_out);
-    pt_send_forward(F.ctx, F.router.worker_endpoint[first], 1, rows, 4, DIM, route, n_hops);
-    s_expect_logits(1, ref_out, 1);
+    pt_send_forward(F.ctx, F.router.worker_endpoint[first], 1, rows, 4, dim, route, n_hops);
+    s_expect_logits_of(1, ref_out, 1, n_vocab, tolerance);
     for (uint32_t step = 0; step < 3; step++) {
-        wire_row r = {session, 4 + step, s_argmax(ref_out), true};
+        wire_row r = {session, 4 + step, s_argmax(ref_out, n_vocab), true};
         s_ref_forward(ref, &r, 1, ref_out);
-        pt_send_forward(F.ctx, F.router.worker_endpoint[first], 2 + step, &r, 1, DIM, route,
+        pt_send_forward(F.ctx, F.router.worker_endpoint[first], 2 + step, &r, 1, dim, route,
                         n_hops);
-        s_expect_logits(2 + step, ref_out, 1);
+        s_expect_logits_of(2 + step, ref_out, 1, n_vocab, tolerance);
     }
+    free(ref_out);
     stage_free(&ref);
+}
+
+static void s_generate_and_compare(int first, const char *const *route, uint32_t n_hops,
+                                   uint64_t session)
+{
+    s_generate_and_compare_on(s_stories(), first, route, n_hops, session, 1e-5f);
 }
 
 static void test_one_worker_matches_in_process(void **state)
@@ -280,6 +327,116 @@ static void test_fetch_verifies_and_serves(void **state)
     assert_true(pt_file_has(F.log_path[1], "fetched and verified"));
     const char *route[] = {F.results_ep};
     s_generate_and_compare(w, route, 1, 3);
+}
+
+/* A generated Q8_0 model whose matrices all fit the 16-row layout (written once). */
+static const char *s_q8_model_path(void)
+{
+    if (access(Q8_MODEL_PATH, R_OK) == 0)
+        return Q8_MODEL_PATH;
+    mkmodel_config c;
+    assert_int_equal(mkmodel_preset("tiny", &c, NULL), 0);
+    c.name = "worker-layout";
+    c.dim = 128;
+    c.n_layers = 2;
+    c.n_heads = 4;
+    c.n_kv_heads = 2;
+    c.ffn_dim = 352;
+    c.ctx = 256;
+    c.vocab_size = (mkmodel_builtin_vocab_min() + 15) / 16 * 16;
+    c.type = TENSOR_Q8_0;
+    mkdir("build", 0755);
+    mkdir("build/test-models", 0755);
+    llorch_error err;
+    if (mkmodel_write(&c, Q8_MODEL_PATH, NULL, NULL, &err) < 0)
+        fail_msg("%s", err.msg);
+    return Q8_MODEL_PATH;
+}
+
+/* The Q8_0 model in process: placed (model_place_weights repacks it for the active
+ * kernels, as the loader does) or read from the file in GGUF rows. Free with model_free. */
+static model *s_q8_model(bool placed)
+{
+    llorch_error err;
+    model *m = model_open(s_q8_model_path(), &err);
+    if (!m)
+        fail_msg("%s", err.msg);
+    if (placed && model_place_weights(m, &err) < 0)
+        fail_msg("%s", err.msg);
+    return m;
+}
+
+/* Switches this process's kernels (teardown restores them). */
+static void s_select(kernel_isa isa)
+{
+    llorch_error err;
+    if (kernel_isa_select(isa, &err) < 0)
+        fail_msg("%s", err.msg);
+}
+
+/* Workers mapping a Q8_0 segment compute in the loader's layout: with AVX-512 kernels in
+ * the 16-row groups, as in-process placed weights do; with AVX2 kernels (no AVX-512 VNNI)
+ * in the same groups, correctly, after warning that they are slower there. Without
+ * AVX-512 on this CPU everything is in GGUF rows and there is nothing to warn about. */
+static void test_q8_0_mapped_segment_keeps_the_loader_layout(void **state)
+{
+    (void)state;
+    const bool avx512 = kernel_isa_available(KERNEL_ISA_AVX512);
+    /* pinned, so that the environment of the test cannot choose other kernels */
+    const char *pin = avx512 ? "LLORCH_ISA=avx512" : NULL;
+    if (avx512)
+        s_select(KERNEL_ISA_AVX512);
+    model *ref = s_q8_model(true);
+    s_start_loader(s_q8_model_path(), pin);
+    s_start_worker_env("0:2", NULL, 0, pin);
+    int w = pt_router_accept(&F.router, 30000);
+    pt_wait_log(F.workers[0], F.log_path[1], "zero copy", 10000);
+    assert_false(pt_file_has(F.log_path[1], "only slower"));
+    const char *route[] = {F.results_ep};
+    s_generate_and_compare_on(ref, w, route, 1, 5, 0.0f);
+    if (avx512) {
+        s_start_worker_env("0:2", NULL, 0, "LLORCH_ISA=avx2");
+        int w2 = pt_router_accept(&F.router, 30000);
+        pt_wait_log(F.workers[1], F.log_path[2], "zero copy", 10000);
+        assert_true(pt_file_has(F.log_path[2], "16 matrices are in layout q8_0_r16, but this "
+                                               "CPU's avx2 kernels are faster on rows"));
+        s_select(KERNEL_ISA_AVX2);
+        s_generate_and_compare_on(ref, w2, route, 1, 6, 0.0f);
+    }
+    model_free(&ref);
+}
+
+/* Fetching workers keep a private copy: one with AVX-512 kernels keeps the 16-row groups
+ * and computes as in-process placed weights do; one with AVX2 kernels converts them back
+ * to GGUF rows after the digest check and computes as an in-process AVX2 run from the
+ * file does. */
+static void test_q8_0_fetched_matrices_take_the_worker_layout(void **state)
+{
+    (void)state;
+    if (!kernel_isa_available(KERNEL_ISA_AVX2))
+        skip();
+    const bool avx512 = kernel_isa_available(KERNEL_ISA_AVX512);
+    const char *pin = avx512 ? "LLORCH_ISA=avx512" : "LLORCH_ISA=avx2";
+    s_select(avx512 ? KERNEL_ISA_AVX512 : KERNEL_ISA_AVX2);
+    model *placed = s_q8_model(true), *rows = s_q8_model(false);
+    s_start_loader(s_q8_model_path(), pin);
+    const char *fetch[] = {"--fetch"};
+    s_start_worker_env("0:2", fetch, 1, pin);
+    int w = pt_router_accept(&F.router, 30000);
+    assert_true(pt_file_has(F.log_path[1], "fetched and verified"));
+    assert_false(pt_file_has(F.log_path[1], "converted"));
+    const char *route[] = {F.results_ep};
+    s_generate_and_compare_on(placed, w, route, 1, 5, 0.0f);
+
+    s_start_worker_env("0:2", fetch, 1, "LLORCH_ISA=avx2");
+    int w2 = pt_router_accept(&F.router, 30000);
+    assert_true(pt_file_has(F.log_path[2], "fetched and verified"));
+    assert_int_equal(pt_file_has(F.log_path[2], "converted 16 fetched matrices from q8_0_r16 "
+                                                "to GGUF rows"), avx512);
+    s_select(KERNEL_ISA_AVX2);
+    s_generate_and_compare_on(rows, w2, route, 1, 6, 0.0f);
+    model_free(&placed);
+    model_free(&rows);
 }
 
 static void test_tampered_chunk_is_refused(void **state)
@@ -496,10 +653,15 @@ int main(int argc, char **argv)
 {
     (void)argc;
     pt_init(argv[0]);
+    s_default_isa = kernel_isa_active();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_one_worker_matches_in_process, setup, teardown),
         cmocka_unit_test_setup_teardown(test_two_workers_chained, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fetch_verifies_and_serves, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_q8_0_mapped_segment_keeps_the_loader_layout, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_q8_0_fetched_matrices_take_the_worker_layout,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_tampered_chunk_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_verify_refuses_a_changed_segment, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kv_budget_refusal_is_an_error_reply, setup,
