@@ -285,6 +285,9 @@ static int s_stage_mode(const char *path, int threads, const int *sessions, int 
         fprintf(stderr, "batch_bench: %s\n", err.msg);
         return 1;
     }
+    /* placed (and repacked) as llorch generate and the workers have them */
+    if (!getenv("BATCH_BENCH_MMAP") && model_place_weights(m, &err) < 0)
+        fprintf(stderr, "batch_bench: weights stay mapped: %s\n", err.msg);
     enum { PROMPT = 8, STEPS = 16, MAX_SEQ = 64 };
     const size_t per_pos = kv_cache_bytes_per_position((int)m->config.n_layers, (int)m->config.kv_dim,
                                                        KV_TYPE_F32);
