@@ -209,7 +209,14 @@ static int s_profile_mode(const char *path, int threads)
         fprintf(stderr, "batch_bench: weights stay mapped: %s\n", err.msg);
     enum { PROMPT = 8, STEPS = 16 };
     profile prof = {0};
-    stage_opts opts = {.threads = threads, .max_batch_rows = 64, .max_seqs = 1, .n_ctx = 256,
+    /* BATCH_BENCH_PROMPT=N (2..64): profile a prompt batch of N rows instead (4 of them) */
+    const char *env_prompt = getenv("BATCH_BENCH_PROMPT");
+    const int prompt_rows = env_prompt ? atoi(env_prompt) : 0;
+    if (env_prompt && (prompt_rows < 2 || prompt_rows > 64)) {
+        fprintf(stderr, "batch_bench: BATCH_BENCH_PROMPT=%s is not 2..64\n", env_prompt);
+        return 1;
+    }
+    stage_opts opts = {.threads = threads, .max_batch_rows = 64, .max_seqs = 1 + STEPS, .n_ctx = 256,
                        .trace = s_profile_hook, .trace_user = &prof};
     stage *s = stage_new(m, 0, m->config.n_layers, &opts, &err);
     model_weights w = {0};
@@ -237,31 +244,44 @@ static int s_profile_mode(const char *path, int threads)
     }
     memset(prof.t, 0, sizeof prof.t);
     double total = 0;
-    for (int step = 0; step < STEPS; step++) {
-        rows[0] = (stage_row){.seq_id = 1, .pos = PROMPT + step, .token = 100 + step, .want_logits = true};
+    const int n_steps = prompt_rows ? 4 : STEPS;
+    stage_row batch[64];
+    float *batch_logits = malloc((size_t)stage_out_cols(s) * sizeof *batch_logits);
+    for (int step = 0; step < n_steps; step++) {
+        const int n = prompt_rows ? prompt_rows : 1;
+        for (int r = 0; r < n; r++)
+            batch[r] = prompt_rows ? (stage_row){.seq_id = 2 + step, .pos = r, .token = 1 + r,
+                                                 .want_logits = r == n - 1}
+                                   : (stage_row){.seq_id = 1, .pos = PROMPT + step,
+                                                 .token = 100 + step, .want_logits = true};
         const double t0 = s_now();
         prof.last = t0;
-        if (stage_forward(s, rows, 1, NULL, logits, &err) < 0) {
+        if (stage_forward(s, batch, n, NULL, batch_logits, &err) < 0) {
             fprintf(stderr, "batch_bench: %s\n", err.msg);
             return 1;
         }
         total += s_now() - t0;
     }
+    free(batch_logits);
+    const int STEPS_RUN = n_steps;
     double accounted = 0, all_bytes = 0;
-    printf("%-28s %9s %6s %8s\n", "op (decode step, 1 session)", "ms/step", "share", "GB/s");
+    if (prompt_rows)
+        printf("%-22s %2d rows %9s %6s %8s\n", "op (prompt batch of", prompt_rows, "ms/batch", "share", "GB/s");
+    else
+        printf("%-28s %9s %6s %8s\n", "op (decode step, 1 session)", "ms/step", "share", "GB/s");
     for (int g = 0; g < P_COUNT; g++) {
-        const double per = prof.t[g] / STEPS;
+        const double per = prof.t[g] / STEPS_RUN;
         accounted += per;
         all_bytes += bytes[g];
-        printf("%-28s %9.2f %5.1f%%", s_group_names[g], per * 1e3, 100.0 * per / (total / STEPS));
+        printf("%-28s %9.2f %5.1f%%", s_group_names[g], per * 1e3, 100.0 * per / (total / STEPS_RUN));
         if (bytes[g] > 0)
             printf(" %8.1f", bytes[g] / per * 1e-9);
         printf("\n");
     }
-    printf("%-28s %9.2f %5.1f%%\n", "other (embedding, hook)", (total / STEPS - accounted) * 1e3,
-           100.0 * (total / STEPS - accounted) / (total / STEPS));
-    printf("%-28s %9.2f        %8.1f  (%.2f tok/s)\n", "step", total / STEPS * 1e3,
-           all_bytes / (total / STEPS) * 1e-9, STEPS / total);
+    printf("%-28s %9.2f %5.1f%%\n", "other (embedding, hook)", (total / STEPS_RUN - accounted) * 1e3,
+           100.0 * (total / STEPS_RUN - accounted) / (total / STEPS_RUN));
+    printf("%-28s %9.2f        %8.1f  (%.2f tok/s)\n", "step", total / STEPS_RUN * 1e3,
+           all_bytes / (total / STEPS_RUN) * 1e-9, STEPS_RUN / total);
     free(logits);
     model_weights_free(&w);
     stage_free(&s);
