@@ -270,6 +270,12 @@ typedef struct kernel_variant {
     void (*axpy)(float *, float, const float *, int64_t);
     void (*f16_to_f32)(const uint16_t *, float *, int64_t);
     void (*axpy_f16)(float *, float, const uint16_t *, int64_t);
+    /* NULL: the scalar code (or a loop of dot_f32 / axpy) */
+    void (*softmax)(float *, int64_t);
+    void (*swiglu)(float *, const float *, int64_t);
+    void (*dot_f32_rows)(const float *, int64_t, int, const float *, int64_t, float *, int64_t);
+    void (*axpy_rows)(float *, int64_t, const float *, int64_t, int, const float *, int64_t);
+    void (*rmsnorm)(float *, const float *, const float *, int64_t, float);
 } kernel_variant;
 
 static void s_f16_to_f32(const uint16_t *x, float *out, int64_t n)
@@ -293,7 +299,9 @@ static const kernel_variant s_variants[KERNEL_ISA_COUNT] = {
                            kernel_avx2_quantize_q8_0, kernel_avx2_matmul_q8_0,
                            kernel_avx512_matmul_q8_0_r16, kernel_avx512_matmul_f16,
                            kernel_avx512_matmul_f32, kernel_avx2_axpy, kernel_avx2_f16_to_f32,
-                           kernel_avx2_axpy_f16},
+                           kernel_avx2_axpy_f16, kernel_avx512_softmax, kernel_avx512_swiglu,
+                           kernel_avx512_dot_f32_rows, kernel_avx512_axpy_rows,
+                           kernel_avx512_rmsnorm},
 };
 
 static const kernel_variant *s_active;
@@ -576,6 +584,11 @@ void kernel_get_row(const weight *w, int64_t row, float *out)
 
 void kernel_rmsnorm(float *out, const float *x, const float *norm_weight, int64_t n, float eps)
 {
+    const kernel_variant *k = s_kernels();
+    if (k->rmsnorm) {
+        k->rmsnorm(out, x, norm_weight, n, eps);
+        return;
+    }
     double sum = 0.0;
     for (int64_t i = 0; i < n; i++)
         sum += (double)(x[i] * x[i]);
@@ -625,7 +638,52 @@ void kernel_rope_apply(float *x, int n_heads, int head_dim, int rope_dim, const 
     }
 }
 
+static void s_softmax(float *x, int64_t n);
+static void s_swiglu(float *gate, const float *up, int64_t n);
+
 void kernel_softmax(float *x, int64_t n)
+{
+    const kernel_variant *k = s_kernels();
+    if (k->softmax)
+        k->softmax(x, n);
+    else
+        s_softmax(x, n);
+}
+
+void kernel_swiglu(float *gate, const float *up, int64_t n)
+{
+    const kernel_variant *k = s_kernels();
+    if (k->swiglu)
+        k->swiglu(gate, up, n);
+    else
+        s_swiglu(gate, up, n);
+}
+
+void kernel_dot_f32_rows(const float *q, int64_t q_stride, int n_q, const float *k, int64_t n,
+                         float *out, int64_t out_stride)
+{
+    const kernel_variant *v = s_kernels();
+    if (v->dot_f32_rows) {
+        v->dot_f32_rows(q, q_stride, n_q, k, n, out, out_stride);
+        return;
+    }
+    for (int g = 0; g < n_q; g++)
+        out[g * out_stride] = v->dot_f32(q + g * q_stride, k, n);
+}
+
+void kernel_axpy_rows(float *y, int64_t y_stride, const float *a, int64_t a_stride, int n_y,
+                      const float *x, int64_t n)
+{
+    const kernel_variant *v = s_kernels();
+    if (v->axpy_rows) {
+        v->axpy_rows(y, y_stride, a, a_stride, n_y, x, n);
+        return;
+    }
+    for (int g = 0; g < n_y; g++)
+        v->axpy(y + g * y_stride, a[g * a_stride], x, n);
+}
+
+static void s_softmax(float *x, int64_t n)
 {
     float max = -INFINITY;
     for (int64_t i = 0; i < n; i++)
@@ -645,7 +703,7 @@ float kernel_silu(float x)
     return x / (1.0f + expf(-x));
 }
 
-void kernel_swiglu(float *gate, const float *up, int64_t n)
+static void s_swiglu(float *gate, const float *up, int64_t n)
 {
     for (int64_t i = 0; i < n; i++)
         gate[i] = kernel_silu(gate[i]) * up[i];

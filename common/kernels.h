@@ -147,7 +147,8 @@ void kernel_f32_to_bf16(const float *x, uint16_t *out, int64_t n);
 void kernel_quantize_q8_0(const float *x, void *out_blocks, int64_t n); /* n % 32 == 0 */
 
 /* out = x / sqrt(mean(x^2) + eps) * norm_weight, n elements (out may be x). The sum of
- * squares is accumulated in double, as ggml does. */
+ * squares is accumulated in double, as ggml does (in order in the scalar and AVX2
+ * variants, in eight lanes in AVX-512's). */
 void kernel_rmsnorm(float *out, const float *x, const float *norm_weight, int64_t n, float eps);
 
 /* Rotates one vector of n_heads heads of head_dim in place for position pos, pairs
@@ -174,8 +175,18 @@ void kernel_avx2_axpy(float *y, float a, const float *x, int64_t n);
 void kernel_axpy_f16(float *y, float a, const uint16_t *x, int64_t n);
 void kernel_avx2_axpy_f16(float *y, float a, const uint16_t *x, int64_t n);
 
-/* In place: x = softmax(x), n elements (max subtracted; sum in double). */
+/* In place: x = softmax(x), n elements (max subtracted; sum in double). The scalar
+ * variant takes libm's expf, AVX-512 its own (within ~2 ulp). */
 void kernel_softmax(float *x, int64_t n);
+
+/* out[g * out_stride] = kernel_dot_f32(q + g * q_stride, k, n) for g < n_q, bit for bit
+ * (the queries of one key in attention: several dot products at once). */
+void kernel_dot_f32_rows(const float *q, int64_t q_stride, int n_q, const float *k, int64_t n,
+                         float *out, int64_t out_stride);
+
+/* kernel_axpy(y + g * y_stride, a[g * a_stride], x, n) for g < n_y, bit for bit. */
+void kernel_axpy_rows(float *y, int64_t y_stride, const float *a, int64_t a_stride, int n_y,
+                      const float *x, int64_t n);
 
 /* Entry points of the AVX2 variant (kernels_avx2.c), same contracts as above. */
 float kernel_avx2_dot_f32(const float *w, const float *x, int64_t n);
@@ -204,11 +215,19 @@ void kernel_avx512_matmul_f16(const weight *w, const kernel_act *act, float *out
                               int64_t row_begin, int64_t row_end);
 void kernel_avx512_matmul_f32(const weight *w, const kernel_act *act, float *out, int64_t out_stride,
                               int64_t row_begin, int64_t row_end);
+void kernel_avx512_softmax(float *x, int64_t n);
+void kernel_avx512_rmsnorm(float *out, const float *x, const float *norm_weight, int64_t n, float eps);
+void kernel_avx512_swiglu(float *gate, const float *up, int64_t n);
+void kernel_avx512_dot_f32_rows(const float *q, int64_t q_stride, int n_q, const float *k,
+                                int64_t n, float *out, int64_t out_stride);
+void kernel_avx512_axpy_rows(float *y, int64_t y_stride, const float *a, int64_t a_stride, int n_y,
+                             const float *x, int64_t n);
 
 /* x / (1 + exp(-x)). */
 float kernel_silu(float x);
 
-/* gate[i] = silu(gate[i]) * up[i], n elements. */
+/* gate[i] = silu(gate[i]) * up[i], n elements (kernel_silu's floats in the scalar and
+ * AVX2 variants; AVX-512 its own exp). */
 void kernel_swiglu(float *gate, const float *up, int64_t n);
 
 #endif

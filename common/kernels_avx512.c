@@ -1,5 +1,6 @@
 /* kernels_avx512.c - the AVX-512 VNNI variant: Q8_0 products over the R16 layout, F16 and F32 products as llama.cpp computes them on such a CPU. */
 #include <immintrin.h>
+#include <math.h>
 #include <stdbool.h>
 #include <string.h>
 
@@ -313,4 +314,160 @@ void kernel_avx512_matmul_f32(const weight *w, const kernel_act *act, float *out
                               int64_t row_begin, int64_t row_end)
 {
     s_matmul_float(w, act->data, act->n_rows, false, out, out_stride, row_begin, row_end);
+}
+
+/* ---- vector ops --------------------------------------------------------------------- */
+
+/* e^x, within ~2 ulp: x = n ln2 + r (ln2 in two parts, so r is exact), |r| <= ln2 / 2,
+ * e^r by its Taylor polynomial to r^7 (remainder < 5e-9), scaled by 2^n. Inputs are
+ * clamped to [-104, 88.7]: below, e^x is 0 in float; above, it overflows. */
+static inline __m512 s_exp16(__m512 x)
+{
+    x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.7f)), _mm512_set1_ps(-104.0f));
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187e-6f), r);
+    __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+/* As the scalar kernel_softmax, 16 at a time: the maximum, e^(x - max), the sum in
+ * double, then each value times 1 / sum. */
+void kernel_avx512_softmax(float *x, int64_t n)
+{
+    __m512 vmax = _mm512_set1_ps(-INFINITY);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        vmax = _mm512_max_ps(vmax, _mm512_loadu_ps(x + i));
+    float max = _mm512_reduce_max_ps(vmax);
+    for (; i < n; i++)
+        max = x[i] > max ? x[i] : max;
+    const __m512 m = _mm512_set1_ps(max);
+    __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
+    for (i = 0; i + 16 <= n; i += 16) {
+        const __m512 e = s_exp16(_mm512_sub_ps(_mm512_loadu_ps(x + i), m));
+        _mm512_storeu_ps(x + i, e);
+        s0 = _mm512_add_pd(s0, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
+        s1 = _mm512_add_pd(s1, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(e), 1))));
+    }
+    double sum = _mm512_reduce_add_pd(_mm512_add_pd(s0, s1));
+    if (i < n) {
+        const __mmask16 tail = (__mmask16)((1u << (n - i)) - 1);
+        const __m512 e = s_exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, x + i), m));
+        _mm512_mask_storeu_ps(x + i, tail, e);
+        float rest[16];
+        _mm512_storeu_ps(rest, e);
+        for (int64_t j = 0; j < n - i; j++)
+            sum += (double)rest[j];
+    }
+    const __m512 inv = _mm512_set1_ps((float)(1.0 / sum));
+    for (i = 0; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(x + i, _mm512_mul_ps(_mm512_loadu_ps(x + i), inv));
+    for (; i < n; i++)
+        x[i] *= (float)(1.0 / sum);
+}
+
+/* gate = gate / (1 + e^-gate) * up, 16 at a time (a masked tail). */
+void kernel_avx512_swiglu(float *gate, const float *up, int64_t n)
+{
+    const __m512 one = _mm512_set1_ps(1.0f);
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 k = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        const __m512 g = _mm512_maskz_loadu_ps(k, gate + i);
+        const __m512 silu = _mm512_div_ps(g, _mm512_add_ps(one, s_exp16(_mm512_sub_ps(_mm512_setzero_ps(), g))));
+        _mm512_mask_storeu_ps(gate + i, k, _mm512_mul_ps(silu, _mm512_maskz_loadu_ps(k, up + i)));
+    }
+}
+
+/* out[g * out_stride] = kernel_avx512_dot_f32(q + g * q_stride, k, n) for g < n_q, the
+ * n_q chains interleaved (each still one chain: the same bits as alone). */
+void kernel_avx512_dot_f32_rows(const float *q, int64_t q_stride, int n_q, const float *k,
+                                int64_t n, float *out, int64_t out_stride)
+{
+    if (n % 16) {
+        for (int g = 0; g < n_q; g++)
+            out[g * out_stride] = kernel_avx512_dot_f32(q + g * q_stride, k, n);
+        return;
+    }
+    int g = 0;
+    for (; g + 8 <= n_q; g += 8) {
+        __m512 acc[8];
+        for (int j = 0; j < 8; j++)
+            acc[j] = _mm512_setzero_ps();
+        const float *q0 = q + g * q_stride;
+        for (int64_t i = 0; i < n; i += 16) {
+            const __m512 kv = _mm512_loadu_ps(k + i);
+#pragma GCC unroll 8
+            for (int j = 0; j < 8; j++)
+                acc[j] = _mm512_fmadd_ps(_mm512_loadu_ps(q0 + j * q_stride + i), kv, acc[j]);
+        }
+        for (int j = 0; j < 8; j++)
+            out[(g + j) * out_stride] = s_reduce16(acc[j]);
+    }
+    for (; g + 4 <= n_q; g += 4) {
+        __m512 acc[4];
+        for (int j = 0; j < 4; j++)
+            acc[j] = _mm512_setzero_ps();
+        const float *q0 = q + g * q_stride;
+        for (int64_t i = 0; i < n; i += 16) {
+            const __m512 kv = _mm512_loadu_ps(k + i);
+#pragma GCC unroll 4
+            for (int j = 0; j < 4; j++)
+                acc[j] = _mm512_fmadd_ps(_mm512_loadu_ps(q0 + j * q_stride + i), kv, acc[j]);
+        }
+        for (int j = 0; j < 4; j++)
+            out[(g + j) * out_stride] = s_reduce16(acc[j]);
+    }
+    for (; g < n_q; g++)
+        out[g * out_stride] = kernel_avx512_dot_f32(q + g * q_stride, k, n);
+}
+
+/* y[g * y_stride + i] += a[g * a_stride] * x[i] for g < n_y: multiply, then add, as
+ * kernel_axpy (the same floats), x loaded once for the n_y rows. */
+void kernel_avx512_axpy_rows(float *y, int64_t y_stride, const float *a, int64_t a_stride, int n_y,
+                             const float *x, int64_t n)
+{
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 k = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        const __m512 xv = _mm512_maskz_loadu_ps(k, x + i);
+        for (int g = 0; g < n_y; g++) {
+            float *yg = y + g * y_stride + i;
+            const __m512 p = _mm512_mul_ps(_mm512_set1_ps(a[g * a_stride]), xv);
+            _mm512_mask_storeu_ps(yg, k, _mm512_add_ps(_mm512_maskz_loadu_ps(k, yg), p));
+        }
+    }
+}
+
+/* As the scalar kernel_rmsnorm: squares in float, their sum in double (eight lanes, so
+ * another order: the float mean comes out the same but for a tie in ~1e-9 of rows), then
+ * (x * scale) * weight. */
+void kernel_avx512_rmsnorm(float *out, const float *x, const float *norm_weight, int64_t n, float eps)
+{
+    __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512 v = _mm512_loadu_ps(x + i);
+        const __m512 sq = _mm512_mul_ps(v, v);
+        s0 = _mm512_add_pd(s0, _mm512_cvtps_pd(_mm512_castps512_ps256(sq)));
+        s1 = _mm512_add_pd(s1, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(sq), 1))));
+    }
+    double sum = _mm512_reduce_add_pd(_mm512_add_pd(s0, s1));
+    for (; i < n; i++)
+        sum += (double)(x[i] * x[i]);
+    const float mean = (float)(sum / (double)n);
+    const float scale = 1.0f / sqrtf(mean + eps);
+    const __m512 vs = _mm512_set1_ps(scale);
+    for (i = 0; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(out + i, _mm512_mul_ps(_mm512_mul_ps(_mm512_loadu_ps(x + i), vs),
+                                                _mm512_loadu_ps(norm_weight + i)));
+    for (; i < n; i++)
+        out[i] = (x[i] * scale) * norm_weight[i];
 }

@@ -367,8 +367,7 @@ static void s_attention_share(void *ctx, int64_t begin, int64_t end, int thread_
         } else {
             for (int32_t t = 0; t <= pos; t++) {
                 const float *k = kv_cache_k(s->kv, slot, job->layer, t) + kv_offset;
-                for (int g = 0; g < group; g++)
-                    scores[g * n_ctx + t] = kernel_dot_f32(q + (size_t)g * head_dim, k, head_dim);
+                kernel_dot_f32_rows(q, head_dim, group, k, head_dim, scores + t, (int64_t)n_ctx);
             }
         }
         for (int g = 0; g < group; g++) {
@@ -401,8 +400,7 @@ static void s_attention_share(void *ctx, int64_t begin, int64_t end, int thread_
                     kernel_axpy_f16(out + (size_t)g * head_dim, scores[g * n_ctx + t], v, head_dim);
             } else {
                 const float *v = kv_cache_v(s->kv, slot, job->layer, t) + kv_offset;
-                for (int g = 0; g < group; g++)
-                    kernel_axpy(out + (size_t)g * head_dim, scores[g * n_ctx + t], v, head_dim);
+                kernel_axpy_rows(out, head_dim, scores + t, (int64_t)n_ctx, group, v, head_dim);
             }
         }
     }

@@ -486,38 +486,86 @@ static void test_axpy_f16_is_exact_and_isa_invariant(void **state)
     }
 }
 
+/* RMSNorm, softmax and SwiGLU agree with float64 in every variant, over lengths with
+ * and without a tail of the vector width, and over the range of attention scores (a
+ * softmax of values 100 apart: e^-100 is 0 in float). */
 static void test_vector_ops_match_float64(void **state)
 {
     (void)state;
+    static const int sizes[] = {173, 64, 5, 1};
     enum { N = 173 };
-    float x[N], wt[N], out[N];
-    s_fill(x, N, 3.0f);
-    s_fill(wt, N, 1.0f);
-    /* RMSNorm */
-    kernel_rmsnorm(out, x, wt, N, 1e-5f);
-    double ss = 0;
-    for (int i = 0; i < N; i++)
-        ss += (double)x[i] * x[i];
-    double scale = 1.0 / sqrt(ss / N + 1e-5);
-    for (int i = 0; i < N; i++)
-        assert_true(fabs(out[i] - x[i] * scale * wt[i]) < 1e-5 * (1 + fabs(x[i] * scale * wt[i])));
-    /* softmax */
-    memcpy(out, x, sizeof x);
-    kernel_softmax(out, N);
-    double mx = -1e30, sum = 0;
-    for (int i = 0; i < N; i++)
-        mx = x[i] > mx ? x[i] : mx;
-    for (int i = 0; i < N; i++)
-        sum += exp(x[i] - mx);
-    for (int i = 0; i < N; i++)
-        assert_true(fabs(out[i] - exp(x[i] - mx) / sum) < 1e-6);
-    /* SiLU, SwiGLU */
-    memcpy(out, x, sizeof x);
-    kernel_swiglu(out, wt, N);
-    for (int i = 0; i < N; i++) {
-        double silu = x[i] / (1.0 + exp(-(double)x[i]));
-        assert_true(fabs(kernel_silu(x[i]) - silu) < 1e-6 * (1 + fabs(silu)));
-        assert_true(fabs(out[i] - silu * wt[i]) < 1e-6 * (1 + fabs(silu)));
+    FOR_EACH_ISA(isa) {
+        for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+            const int n = sizes[si];
+            float x[N], wt[N], out[N];
+            s_fill(x, n, 3.0f);
+            s_fill(wt, n, 1.0f);
+            if (si == 0)
+                x[7] = 100.0f;
+            /* RMSNorm */
+            kernel_rmsnorm(out, x, wt, n, 1e-5f);
+            double ss = 0;
+            for (int i = 0; i < n; i++)
+                ss += (double)x[i] * x[i];
+            double scale = 1.0 / sqrt(ss / n + 1e-5);
+            for (int i = 0; i < n; i++)
+                if (!(fabs(out[i] - x[i] * scale * wt[i]) < 1e-5 * (1 + fabs(x[i] * scale * wt[i]))))
+                    fail_msg("%s rmsnorm n=%d [%d]: %.9g", kernel_isa_name(isa), n, i, out[i]);
+            /* softmax */
+            memcpy(out, x, sizeof x);
+            kernel_softmax(out, n);
+            double mx = -1e30, sum = 0;
+            for (int i = 0; i < n; i++)
+                mx = x[i] > mx ? x[i] : mx;
+            for (int i = 0; i < n; i++)
+                sum += exp(x[i] - mx);
+            for (int i = 0; i < n; i++) {
+                const double want = exp(x[i] - mx) / sum;
+                if (!(fabs(out[i] - want) <= 1e-6 * want + 1e-30))
+                    fail_msg("%s softmax n=%d [%d]: %.9g want %.9g", kernel_isa_name(isa), n, i,
+                             out[i], want);
+            }
+            /* SiLU, SwiGLU */
+            memcpy(out, x, sizeof x);
+            kernel_swiglu(out, wt, n);
+            for (int i = 0; i < n; i++) {
+                double silu = x[i] / (1.0 + exp(-(double)x[i]));
+                assert_true(fabs(kernel_silu(x[i]) - silu) < 1e-6 * (1 + fabs(silu)));
+                if (!(fabs(out[i] - silu * wt[i]) < 1e-6 * (1 + fabs(silu))))
+                    fail_msg("%s swiglu n=%d [%d]: %.9g want %.9g", kernel_isa_name(isa), n, i,
+                             out[i], silu * wt[i]);
+            }
+        }
+    }
+}
+
+/* The attention helpers give, bit for bit, what one dot product or axpy at a time
+ * gives, in every variant (head dims a multiple of 16 and not). */
+static void test_dot_and_axpy_rows_equal_one_at_a_time(void **state)
+{
+    (void)state;
+    static const int dims[] = {64, 128, 16, 20, 7};
+    enum { G = 7, D = 128 };
+    FOR_EACH_ISA(isa) {
+        for (size_t di = 0; di < sizeof dims / sizeof dims[0]; di++) {
+            const int n = dims[di];
+            float q[G * D], k[D], a[G * 3], y[G * D], want[G * D], got[G * 3], one[G];
+            s_fill(q, G * D, 1.0f);
+            s_fill(k, D, 1.0f);
+            s_fill(a, G * 3, 1.0f);
+            s_fill(y, G * D, 1.0f);
+            memcpy(want, y, sizeof y);
+            kernel_dot_f32_rows(q, D, G, k, n, got, 3);
+            for (int g = 0; g < G; g++) {
+                one[g] = kernel_dot_f32(q + g * D, k, n);
+                if (got[g * 3] != one[g])
+                    fail_msg("%s dot rows n=%d g=%d: %.9g, alone %.9g", kernel_isa_name(isa), n, g,
+                             got[g * 3], one[g]);
+                kernel_axpy(want + g * D, a[g * 3], k, n);
+            }
+            kernel_axpy_rows(y, D, a, 3, G, k, n);
+            assert_memory_equal(y, want, sizeof y);
+        }
     }
 }
 
@@ -678,6 +726,7 @@ int main(void)
         cmocka_unit_test(test_rope_angles_and_axpy),
         cmocka_unit_test(test_axpy_f16_is_exact_and_isa_invariant),
         cmocka_unit_test(test_vector_ops_match_float64),
+        cmocka_unit_test(test_dot_and_axpy_rows_equal_one_at_a_time),
         cmocka_unit_test(test_rope_rotates_adjacent_pairs_of_the_rope_dims),
         cmocka_unit_test(test_get_row_dequantizes_every_type),
         cmocka_unit_test(test_isa_override_and_names),
