@@ -154,23 +154,27 @@ static int s_check_digests(const worker_weights *w, const uint8_t (*digests)[WIR
     return 0;
 }
 
-/* Turns the fetched matrices (record i's bytes at buf + offsets[i]) whose layout this
- * CPU's kernels do not prefer back into GGUF rows, in place: R16 on a CPU without AVX-512
- * would run the slow scalar R16 kernel. Call after the digest check, which is of the
- * bytes as the loader sent them. A group occupies the same bytes in both layouts, so each
- * step of whole groups goes through a small buffer. 0, or -1 with err. */
-static int s_unpack_fetched(worker_weights *w, uint8_t *buf, const uint64_t *offsets,
-                            llorch_error *err)
+/* Puts the fetched matrices (record i's bytes at buf + offsets[i]) into the layout this
+ * CPU's kernels prefer, in place: R16 back into GGUF rows on a CPU without AVX-512 (it
+ * would run the slow scalar R16 kernel), GGUF rows into R16 on one with it (a loader
+ * without AVX-512 sends rows). Call after the digest check, which is of the bytes as the
+ * loader sent them. A group occupies the same bytes in both layouts, so each step of
+ * whole groups goes through a small buffer. 0, or -1 with err. */
+static int s_relayout_fetched(worker_weights *w, uint8_t *buf, const uint64_t *offsets,
+                              llorch_error *err)
 {
     uint8_t *tmp = NULL;
     size_t tmp_bytes = 0, n_converted = 0;
-    enum weight_layout from = WEIGHT_LAYOUT_ROWS;
+    enum weight_layout from = WEIGHT_LAYOUT_ROWS, to = WEIGHT_LAYOUT_ROWS;
     for (size_t i = 0; i < w->n_records; i++) {
         gguf_tensor *g = &w->records[i];
-        const int64_t rows = (int64_t)(g->ne[1] * g->ne[2] * g->ne[3]);
+        if (g->n_dims != 2)
+            continue;
+        const int64_t rows = (int64_t)g->ne[1];
         const int64_t cols = (int64_t)g->ne[0];
         const enum weight_layout layout = (enum weight_layout)g->layout;
-        if (layout == WEIGHT_LAYOUT_ROWS || kernel_preferred_layout(g->type, rows, cols) == layout)
+        const enum weight_layout want = kernel_preferred_layout(g->type, rows, cols);
+        if (want == layout)
             continue;
         const size_t group_bytes = (size_t)(g->n_bytes / (uint64_t)rows) * KERNEL_R16_ROWS;
         const size_t groups_per_step = WORKER_UNPACK_STEP_BYTES / group_bytes;
@@ -180,24 +184,28 @@ static int s_unpack_fetched(worker_weights *w, uint8_t *buf, const uint64_t *off
             tmp_bytes = step;
             tmp = malloc(tmp_bytes);
             if (!tmp)
-                return llorch_error_set(err, "out of memory converting tensor %s to GGUF rows",
-                                        g->name);
+                return llorch_error_set(err, "out of memory converting tensor %s to layout %s",
+                                        g->name, weight_layout_name(want));
         }
         uint8_t *data = buf + offsets[i];
         for (size_t at = 0; at < (size_t)g->n_bytes; at += step) {
             const size_t n = (size_t)g->n_bytes - at < step ? (size_t)g->n_bytes - at : step;
-            kernel_unpack_rows(layout, data + at, tmp,
-                               (int64_t)(n / group_bytes) * KERNEL_R16_ROWS, cols);
+            const int64_t n_rows = (int64_t)(n / group_bytes) * KERNEL_R16_ROWS;
+            if (layout == WEIGHT_LAYOUT_ROWS)
+                kernel_repack_rows(want, data + at, tmp, n_rows, cols);
+            else
+                kernel_unpack_rows(layout, data + at, tmp, n_rows, cols);
             memcpy(data + at, tmp, n);
         }
-        g->layout = WEIGHT_LAYOUT_ROWS;
+        g->layout = (uint32_t)want;
         from = layout;
+        to = want;
         n_converted++;
     }
     free(tmp);
     if (n_converted)
-        log_info("converted %zu fetched matrices from %s to GGUF rows: this CPU's %s kernels "
-                 "compute those faster", n_converted, weight_layout_name(from),
+        log_info("converted %zu fetched matrices from %s to %s: this CPU's %s kernels compute "
+                 "those faster", n_converted, weight_layout_name(from), weight_layout_name(to),
                  kernel_isa_name(kernel_isa_active()));
     return 0;
 }
@@ -356,7 +364,7 @@ static int s_fetch(worker_weights *w, void *sock, const uint32_t *index,
         w->records[i].data = (const uint8_t *)buf + offsets[i];
     if (s_check_digests(w, digests, "the fetched bytes", "corrupted in transit or by the loader",
                         err) < 0 ||
-        s_unpack_fetched(w, buf, offsets, err) < 0)
+        s_relayout_fetched(w, buf, offsets, err) < 0)
         goto out;
     log_info("fetched and verified %zu tensors, %.1f MB in %.0f ms", w->n_records,
              got_bytes / 1e6, (double)(proc_now_ms() - t0));

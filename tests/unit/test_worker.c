@@ -432,11 +432,32 @@ static void test_q8_0_fetched_matrices_take_the_worker_layout(void **state)
     int w2 = pt_router_accept(&F.router, 30000);
     assert_true(pt_file_has(F.log_path[2], "fetched and verified"));
     assert_int_equal(pt_file_has(F.log_path[2], "converted 16 fetched matrices from q8_0_r16 "
-                                                "to GGUF rows"), avx512);
+                                                "to rows"), avx512);
     s_select(KERNEL_ISA_AVX2);
     s_generate_and_compare_on(rows, w2, route, 1, 6, 0.0f);
     model_free(&placed);
     model_free(&rows);
+}
+
+/* The other way: a loader that keeps GGUF rows (a CPU without AVX-512, here pinned to
+ * AVX2) and a worker with AVX-512, which repacks what it fetched after the digest check
+ * and then serves exactly the in-process (repacked) output. */
+static void test_q8_0_fetched_rows_are_repacked_for_avx512(void **state)
+{
+    (void)state;
+    if (!kernel_isa_available(KERNEL_ISA_AVX512))
+        skip();
+    s_select(KERNEL_ISA_AVX512);
+    model *placed = s_q8_model(true);
+    s_start_loader(s_q8_model_path(), "LLORCH_ISA=avx2");
+    const char *fetch[] = {"--fetch"};
+    s_start_worker_env("0:2", fetch, 1, "LLORCH_ISA=avx512");
+    int w = pt_router_accept(&F.router, 30000);
+    assert_true(pt_file_has(F.log_path[1], "fetched and verified"));
+    assert_true(pt_file_has(F.log_path[1], "converted 16 fetched matrices from rows to q8_0_r16"));
+    const char *route[] = {F.results_ep};
+    s_generate_and_compare_on(placed, w, route, 1, 5, 0.0f);
+    model_free(&placed);
 }
 
 static void test_tampered_chunk_is_refused(void **state)
@@ -659,6 +680,8 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_two_workers_chained, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fetch_verifies_and_serves, setup, teardown),
         cmocka_unit_test_setup_teardown(test_q8_0_mapped_segment_keeps_the_loader_layout, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_q8_0_fetched_rows_are_repacked_for_avx512, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_q8_0_fetched_matrices_take_the_worker_layout,
                                         setup, teardown),
