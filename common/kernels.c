@@ -159,37 +159,40 @@ static inline size_t s_r16_quant_at(int64_t b, int r, int i)
     return (size_t)b * R16_BLOCK_BYTES + R16_QUANTS_AT + (size_t)(i / 4) * 64 + (size_t)r * 4 + i % 4;
 }
 
-/* One 16-row group (n_blocks blocks) between the two layouts, four quants at a time:
- * quad k of row r of block b moves between its GGUF place and R16 lane r of quad k. */
-static void s_r16_group(const uint8_t *rows, uint8_t *group, size_t row_bytes, int64_t n_blocks,
+/* One 16-row group (n_blocks blocks) from one layout to the other, four quants at a
+ * time: quad k of row r of block b moves between its GGUF place and R16 lane r of quad k
+ * (the quants flip their top bit either way). */
+static void s_r16_group(const uint8_t *from, uint8_t *to, size_t row_bytes, int64_t n_blocks,
                         bool to_r16)
 {
     for (int64_t b = 0; b < n_blocks; b++) {
-        uint8_t *blk = group + (size_t)b * R16_BLOCK_BYTES;
+        const size_t blk = (size_t)b * R16_BLOCK_BYTES;
         for (int r = 0; r < KERNEL_R16_ROWS; r++) {
-            uint8_t *g = (uint8_t *)rows + (size_t)r * row_bytes + (size_t)b * sizeof(q8_0_block);
+            const size_t row = (size_t)r * row_bytes + (size_t)b * sizeof(q8_0_block);
+            const uint8_t *in = from + (to_r16 ? row : blk);
+            uint8_t *out = to + (to_r16 ? blk : row);
             uint32_t quad[8];
             if (to_r16) {
-                memcpy(blk + 2 * (size_t)r, g, 2);
-                memcpy(quad, g + 2, sizeof quad);
-                for (int k = 0; k < 8; k++)
-                    quad[k] ^= 0x80808080u;
-                for (int k = 0; k < 8; k++)
-                    memcpy(blk + R16_QUANTS_AT + 64 * k + 4 * r, &quad[k], 4);
+                memcpy(out + 2 * (size_t)r, in, 2);
+                memcpy(quad, in + 2, sizeof quad);
             } else {
-                memcpy(g, blk + 2 * (size_t)r, 2);
+                memcpy(out, in + 2 * (size_t)r, 2);
                 for (int k = 0; k < 8; k++)
-                    memcpy(&quad[k], blk + R16_QUANTS_AT + 64 * k + 4 * r, 4);
-                for (int k = 0; k < 8; k++)
-                    quad[k] ^= 0x80808080u;
-                memcpy(g + 2, quad, sizeof quad);
+                    memcpy(&quad[k], in + R16_QUANTS_AT + 64 * k + 4 * r, 4);
             }
+            for (int k = 0; k < 8; k++)
+                quad[k] ^= 0x80808080u;
+            if (to_r16)
+                for (int k = 0; k < 8; k++)
+                    memcpy(out + R16_QUANTS_AT + 64 * k + 4 * r, &quad[k], 4);
+            else
+                memcpy(out + 2, quad, sizeof quad);
         }
     }
 }
 
-void kernel_repack_rows(enum weight_layout layout, const void *src, void *dst, int64_t rows,
-                        int64_t cols)
+static void s_relayout(enum weight_layout layout, const void *src, void *dst, int64_t rows,
+                       int64_t cols, bool to_r16)
 {
     const size_t row_bytes = (size_t)(cols / Q8_0_BLOCK) * sizeof(q8_0_block);
     if (layout != WEIGHT_LAYOUT_Q8_0_R16) {
@@ -199,21 +202,19 @@ void kernel_repack_rows(enum weight_layout layout, const void *src, void *dst, i
     const size_t group_bytes = KERNEL_R16_ROWS * row_bytes;
     for (int64_t g = 0; g < rows / KERNEL_R16_ROWS; g++)
         s_r16_group((const uint8_t *)src + (size_t)g * group_bytes, (uint8_t *)dst + (size_t)g * group_bytes,
-                    row_bytes, cols / Q8_0_BLOCK, true);
+                    row_bytes, cols / Q8_0_BLOCK, to_r16);
+}
+
+void kernel_repack_rows(enum weight_layout layout, const void *src, void *dst, int64_t rows,
+                        int64_t cols)
+{
+    s_relayout(layout, src, dst, rows, cols, true);
 }
 
 void kernel_unpack_rows(enum weight_layout layout, const void *src, void *dst, int64_t rows,
                         int64_t cols)
 {
-    const size_t row_bytes = (size_t)(cols / Q8_0_BLOCK) * sizeof(q8_0_block);
-    if (layout != WEIGHT_LAYOUT_Q8_0_R16) {
-        memcpy(dst, src, (size_t)rows * row_bytes);
-        return;
-    }
-    const size_t group_bytes = KERNEL_R16_ROWS * row_bytes;
-    for (int64_t g = 0; g < rows / KERNEL_R16_ROWS; g++)
-        s_r16_group((uint8_t *)dst + (size_t)g * group_bytes, (uint8_t *)src + (size_t)g * group_bytes,
-                    row_bytes, cols / Q8_0_BLOCK, false);
+    s_relayout(layout, src, dst, rows, cols, false);
 }
 
 /* Block b of row `row` of an R16 matrix as a GGUF block. */
@@ -285,23 +286,37 @@ static void s_f16_to_f32(const uint16_t *x, float *out, int64_t n)
 }
 
 static const kernel_variant s_variants[KERNEL_ISA_COUNT] = {
-    [KERNEL_ISA_SCALAR] = {s_dot_f32, s_dot_f16, s_dot_bf16, s_dot_q8_0, s_f32_to_f16,
-                           s_f32_to_bf16, s_quantize_q8_0, NULL, s_matmul_q8_0_r16, NULL, NULL,
-                           s_axpy, s_f16_to_f32, s_axpy_f16},
-    [KERNEL_ISA_AVX2] = {kernel_avx2_dot_f32, kernel_avx2_dot_f16, kernel_avx2_dot_bf16,
-                         kernel_avx2_dot_q8_0, kernel_avx2_f32_to_f16, kernel_avx2_f32_to_bf16,
-                         kernel_avx2_quantize_q8_0, kernel_avx2_matmul_q8_0, s_matmul_q8_0_r16,
-                         kernel_avx2_matmul_f16, kernel_avx2_matmul_f32, kernel_avx2_axpy,
-                         kernel_avx2_f16_to_f32, kernel_avx2_axpy_f16},
+    [KERNEL_ISA_SCALAR] = {.dot_f32 = s_dot_f32, .dot_f16 = s_dot_f16, .dot_bf16 = s_dot_bf16,
+                           .dot_q8_0 = s_dot_q8_0, .f32_to_f16 = s_f32_to_f16,
+                           .f32_to_bf16 = s_f32_to_bf16, .quantize_q8_0 = s_quantize_q8_0,
+                           .matmul_q8_0_r16 = s_matmul_q8_0_r16, .axpy = s_axpy,
+                           .f16_to_f32 = s_f16_to_f32, .axpy_f16 = s_axpy_f16},
+    [KERNEL_ISA_AVX2] = {.dot_f32 = kernel_avx2_dot_f32, .dot_f16 = kernel_avx2_dot_f16,
+                         .dot_bf16 = kernel_avx2_dot_bf16, .dot_q8_0 = kernel_avx2_dot_q8_0,
+                         .f32_to_f16 = kernel_avx2_f32_to_f16,
+                         .f32_to_bf16 = kernel_avx2_f32_to_bf16,
+                         .quantize_q8_0 = kernel_avx2_quantize_q8_0,
+                         .matmul_q8_0 = kernel_avx2_matmul_q8_0,
+                         .matmul_q8_0_r16 = s_matmul_q8_0_r16,
+                         .matmul_f16 = kernel_avx2_matmul_f16, .matmul_f32 = kernel_avx2_matmul_f32,
+                         .axpy = kernel_avx2_axpy, .f16_to_f32 = kernel_avx2_f16_to_f32,
+                         .axpy_f16 = kernel_avx2_axpy_f16},
     /* AVX2's Q8_0 ROWS kernels (ggml's arithmetic needs no more than AVX2 has) */
-    [KERNEL_ISA_AVX512] = {kernel_avx512_dot_f32, kernel_avx512_dot_f16, kernel_avx2_dot_bf16,
-                           kernel_avx2_dot_q8_0, kernel_avx2_f32_to_f16, kernel_avx2_f32_to_bf16,
-                           kernel_avx2_quantize_q8_0, kernel_avx2_matmul_q8_0,
-                           kernel_avx512_matmul_q8_0_r16, kernel_avx512_matmul_f16,
-                           kernel_avx512_matmul_f32, kernel_avx2_axpy, kernel_avx2_f16_to_f32,
-                           kernel_avx2_axpy_f16, kernel_avx512_softmax, kernel_avx512_swiglu,
-                           kernel_avx512_dot_f32_rows, kernel_avx512_axpy_rows,
-                           kernel_avx512_rmsnorm},
+    [KERNEL_ISA_AVX512] = {.dot_f32 = kernel_avx512_dot_f32, .dot_f16 = kernel_avx512_dot_f16,
+                           .dot_bf16 = kernel_avx2_dot_bf16, .dot_q8_0 = kernel_avx2_dot_q8_0,
+                           .f32_to_f16 = kernel_avx2_f32_to_f16,
+                           .f32_to_bf16 = kernel_avx2_f32_to_bf16,
+                           .quantize_q8_0 = kernel_avx2_quantize_q8_0,
+                           .matmul_q8_0 = kernel_avx2_matmul_q8_0,
+                           .matmul_q8_0_r16 = kernel_avx512_matmul_q8_0_r16,
+                           .matmul_f16 = kernel_avx512_matmul_f16,
+                           .matmul_f32 = kernel_avx512_matmul_f32, .axpy = kernel_avx2_axpy,
+                           .f16_to_f32 = kernel_avx2_f16_to_f32,
+                           .axpy_f16 = kernel_avx2_axpy_f16, .softmax = kernel_avx512_softmax,
+                           .swiglu = kernel_avx512_swiglu,
+                           .dot_f32_rows = kernel_avx512_dot_f32_rows,
+                           .axpy_rows = kernel_avx512_axpy_rows,
+                           .rmsnorm = kernel_avx512_rmsnorm},
 };
 
 static const kernel_variant *s_active;

@@ -387,44 +387,37 @@ void kernel_avx512_swiglu(float *gate, const float *up, int64_t n)
     }
 }
 
-/* out[g * out_stride] = kernel_avx512_dot_f32(q + g * q_stride, k, n) for g < n_q, the
- * n_q chains interleaved (each still one chain: the same bits as alone). */
+/* N of the chains of kernel_avx512_dot_f32_rows at once, n % 16 == 0. */
+static inline __attribute__((always_inline)) void
+s_dot_chains(const float *q, int64_t q_stride, const float *k, int64_t n, float *out,
+             int64_t out_stride, const int N)
+{
+    __m512 acc[8];
+#pragma GCC unroll 8
+    for (int j = 0; j < N; j++)
+        acc[j] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n; i += 16) {
+        const __m512 kv = _mm512_loadu_ps(k + i);
+#pragma GCC unroll 8
+        for (int j = 0; j < N; j++)
+            acc[j] = _mm512_fmadd_ps(_mm512_loadu_ps(q + j * q_stride + i), kv, acc[j]);
+    }
+#pragma GCC unroll 8
+    for (int j = 0; j < N; j++)
+        out[j * out_stride] = s_reduce16(acc[j]);
+}
+
+/* out[g * out_stride] = kernel_avx512_dot_f32(q + g * q_stride, k, n) for g < n_q, up to
+ * 8 chains interleaved (each still one chain: the same bits as alone). */
 void kernel_avx512_dot_f32_rows(const float *q, int64_t q_stride, int n_q, const float *k,
                                 int64_t n, float *out, int64_t out_stride)
 {
-    if (n % 16) {
-        for (int g = 0; g < n_q; g++)
-            out[g * out_stride] = kernel_avx512_dot_f32(q + g * q_stride, k, n);
-        return;
-    }
     int g = 0;
-    for (; g + 8 <= n_q; g += 8) {
-        __m512 acc[8];
-        for (int j = 0; j < 8; j++)
-            acc[j] = _mm512_setzero_ps();
-        const float *q0 = q + g * q_stride;
-        for (int64_t i = 0; i < n; i += 16) {
-            const __m512 kv = _mm512_loadu_ps(k + i);
-#pragma GCC unroll 8
-            for (int j = 0; j < 8; j++)
-                acc[j] = _mm512_fmadd_ps(_mm512_loadu_ps(q0 + j * q_stride + i), kv, acc[j]);
-        }
-        for (int j = 0; j < 8; j++)
-            out[(g + j) * out_stride] = s_reduce16(acc[j]);
-    }
-    for (; g + 4 <= n_q; g += 4) {
-        __m512 acc[4];
-        for (int j = 0; j < 4; j++)
-            acc[j] = _mm512_setzero_ps();
-        const float *q0 = q + g * q_stride;
-        for (int64_t i = 0; i < n; i += 16) {
-            const __m512 kv = _mm512_loadu_ps(k + i);
-#pragma GCC unroll 4
-            for (int j = 0; j < 4; j++)
-                acc[j] = _mm512_fmadd_ps(_mm512_loadu_ps(q0 + j * q_stride + i), kv, acc[j]);
-        }
-        for (int j = 0; j < 4; j++)
-            out[(g + j) * out_stride] = s_reduce16(acc[j]);
+    if (n % 16 == 0) {
+        for (; g + 8 <= n_q; g += 8)
+            s_dot_chains(q + g * q_stride, q_stride, k, n, out + g * out_stride, out_stride, 8);
+        for (; g + 4 <= n_q; g += 4)
+            s_dot_chains(q + g * q_stride, q_stride, k, n, out + g * out_stride, out_stride, 4);
     }
     for (; g < n_q; g++)
         out[g * out_stride] = kernel_avx512_dot_f32(q + g * q_stride, k, n);

@@ -179,25 +179,7 @@ static void test_manifest_and_chunks_match_the_file(void **state)
  * step, so they are repacked in two steps of whole groups, the second a short one. */
 static const char *s_q8_model(void)
 {
-    if (access(Q8_MODEL_PATH, R_OK) == 0)
-        return Q8_MODEL_PATH;
-    mkmodel_config c;
-    assert_int_equal(mkmodel_preset("tiny", &c, NULL), 0);
-    c.name = "loader-layout";
-    c.dim = 128;
-    c.n_layers = 2;
-    c.n_heads = 4;
-    c.n_kv_heads = 2;
-    c.ffn_dim = 30848;
-    c.ctx = 256;
-    c.vocab_size = mkmodel_builtin_vocab_min() / 16 * 16 + 16 + 5;
-    c.type = TENSOR_Q8_0;
-    mkdir("build", 0755);
-    mkdir("build/test-models", 0755);
-    llorch_error err;
-    if (mkmodel_write(&c, Q8_MODEL_PATH, NULL, NULL, &err) < 0)
-        fail_msg("%s", err.msg);
-    return Q8_MODEL_PATH;
+    return test_q8_model(Q8_MODEL_PATH, "loader-layout", 30848, mkmodel_builtin_vocab_min() / 16 * 16 + 16 + 5);
 }
 
 /* Asks the running loader for its manifest and checks every tensor of the model at path

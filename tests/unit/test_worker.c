@@ -332,25 +332,7 @@ static void test_fetch_verifies_and_serves(void **state)
 /* A generated Q8_0 model whose matrices all fit the 16-row layout (written once). */
 static const char *s_q8_model_path(void)
 {
-    if (access(Q8_MODEL_PATH, R_OK) == 0)
-        return Q8_MODEL_PATH;
-    mkmodel_config c;
-    assert_int_equal(mkmodel_preset("tiny", &c, NULL), 0);
-    c.name = "worker-layout";
-    c.dim = 128;
-    c.n_layers = 2;
-    c.n_heads = 4;
-    c.n_kv_heads = 2;
-    c.ffn_dim = 352;
-    c.ctx = 256;
-    c.vocab_size = (mkmodel_builtin_vocab_min() + 15) / 16 * 16;
-    c.type = TENSOR_Q8_0;
-    mkdir("build", 0755);
-    mkdir("build/test-models", 0755);
-    llorch_error err;
-    if (mkmodel_write(&c, Q8_MODEL_PATH, NULL, NULL, &err) < 0)
-        fail_msg("%s", err.msg);
-    return Q8_MODEL_PATH;
+    return test_q8_model(Q8_MODEL_PATH, "worker-layout", 352, (mkmodel_builtin_vocab_min() + 15) / 16 * 16);
 }
 
 /* The Q8_0 model in process: placed (model_place_weights repacks it for the active
