@@ -205,8 +205,9 @@ void kernel_avx2_matmul_f32(const weight *w, const kernel_act *act, float *out, 
 void kernel_avx2_f16_to_f32(const uint16_t *x, float *out, int64_t n);
 
 /* Entry points of the AVX-512 variant (kernels_avx512.c). Q8_0 R16 products; F16 and
- * F32 products and dot products with ggml's AVX-512 arithmetic (four 16-lane
- * accumulators over 64-element steps, llama.cpp's on such a CPU). */
+ * F32 products and dot products with llama.cpp's arithmetic on such a CPU: one 16-lane
+ * chain over 16-element steps (llamafile's sgemm) when n is a multiple of 16, else four
+ * 16-lane accumulators over 64-element steps (ggml's dot products). */
 void kernel_avx512_matmul_q8_0_r16(const weight *w, const kernel_act *act, float *out,
                                    int64_t out_stride, int64_t row_begin, int64_t row_end);
 float kernel_avx512_dot_f32(const float *w, const float *x, int64_t n);
