@@ -8,7 +8,9 @@
 //
 // env: BENCH_PIPELINE_MODEL (build/models/bench-tinyllama-1.1b-q8_0.gguf, made if missing),
 //      BENCH_RUNS (3), BENCH_THREADS (2: total threads of every configuration),
-//      BENCH_GEN (32), BENCH_SESSIONS (8), BENCH_HOP_GEN (256: tokens of the hop runs)
+//      BENCH_GEN (32), BENCH_SESSIONS (8), BENCH_HOP_GEN (256: tokens of the hop runs),
+//      BENCH_ONE_GEN (128: tokens of the single-session runs, long enough to average over
+//      the memory bandwidth's swings from one second to the next)
 import {execFileSync, spawn} from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
@@ -21,6 +23,7 @@ const driver = path.join(root, "build/bench/pipeline_client");
 const runs = Number(process.env.BENCH_RUNS ?? 3);
 const threads = Number(process.env.BENCH_THREADS ?? 2);
 const nGen = Number(process.env.BENCH_GEN ?? 32);
+const nOneGen = Number(process.env.BENCH_ONE_GEN ?? 128);
 const nSessions = Number(process.env.BENCH_SESSIONS ?? 8);
 const nHopGen = Number(process.env.BENCH_HOP_GEN ?? 256);
 const defaultModel = path.join(root, "build/models/bench-tinyllama-1.1b-q8_0.gguf");
@@ -139,8 +142,8 @@ for (const c of configs) {
         sessions(u.ep, 1, 4, [prompt]);
         const one = [], beside = [];
         for (let i = 0; i < runs; i++) {
-            beside.push(inProcess(model, prompt, nGen, threads).tok_s);
-            one.push(sessions(u.ep, 1, nGen, [prompt]));
+            beside.push(inProcess(model, prompt, nOneGen, threads).tok_s);
+            one.push(sessions(u.ep, 1, nOneGen, [prompt]));
         }
         inproc.push(...beside);
         const p = {workers: c.workers, threads_per_worker: c.perWorker,
@@ -217,7 +220,7 @@ const hop = {model: path.basename(tiny), in_process_ms_per_token: 1e3 / tinyInpr
 const cpu = (os.cpus()[0]?.model ?? "unknown").trim();
 const result = {date: new Date().toISOString(), machine: {cpu, cores: os.cpus().length},
                 model: path.basename(model), model_bytes: fs.statSync(model).size, threads, runs,
-                gen_tokens: nGen, in_process_gen_tok_s: inprocTokS, pipelines: pipes, concurrent,
+                gen_tokens: nGen, one_session_gen_tokens: nOneGen, in_process_gen_tok_s: inprocTokS, pipelines: pipes, concurrent,
                 in_process_batch: ceiling, hop};
 fs.mkdirSync(path.join(root, "build"), {recursive: true});
 fs.writeFileSync(path.join(root, "build/bench-pipeline.json"), JSON.stringify(result, null, 2) + "\n");
@@ -229,8 +232,8 @@ if (fs.existsSync(benchJson)) {
 }
 
 const ms = x => (x * 1e3).toFixed(0);
-console.log(`\nllorch pipeline — ${result.model}, ${threads} threads in total, ${nGen} generated ` +
-            `(greedy, EOS ignored), median of ${runs}\n`);
+console.log(`\nllorch pipeline — ${result.model}, ${threads} threads in total, ${nOneGen} generated ` +
+            `by one session, ${nGen} by each of ${nSessions} (greedy, EOS ignored), median of ${runs}\n`);
 console.log("| measure | value | reference | ratio | target |");
 console.log("| --- | --- | --- | --- | --- |");
 for (const p of pipes) {
