@@ -233,24 +233,20 @@ static void s_matmul_q8_0_r16(const weight *w, const kernel_act *act, float *out
                               int64_t row_begin, int64_t row_end)
 {
     const int64_t n_blocks = w->cols / Q8_0_BLOCK;
-    for (int64_t i = row_begin; i < row_end; i++) {
-        const uint8_t *group = (const uint8_t *)w->data + (size_t)(i / KERNEL_R16_ROWS) * KERNEL_R16_ROWS * w->row_bytes;
-        const int r = (int)(i % KERNEL_R16_ROWS);
+    for (int64_t i = row_begin; i < row_end; i++)
         for (int64_t c = 0; c < act->n_rows; c++) {
             const q8_0_block *x = (const q8_0_block *)((const uint8_t *)act->data + (size_t)c * act->row_bytes);
             float acc = 0.0f;
             for (int64_t b = 0; b < n_blocks; b++) {
-                const uint8_t *blk = group + (size_t)b * R16_BLOCK_BYTES;
-                uint16_t dw;
-                memcpy(&dw, blk + 2 * (size_t)r, 2);
+                q8_0_block wb;
+                s_r16_block(w, i, b, &wb);
                 int32_t dot = 0;
-                for (int i2 = 0; i2 < Q8_0_BLOCK; i2++)
-                    dot += (int32_t)(int8_t)(group[s_r16_quant_at(b, r, i2)] ^ 0x80) * x[b].qs[i2];
-                acc = fmaf(s_f16_table[dw] * s_f16_table[x[b].d], (float)dot, acc);
+                for (int k = 0; k < Q8_0_BLOCK; k++)
+                    dot += (int32_t)wb.qs[k] * x[b].qs[k];
+                acc = fmaf(s_f16_table[wb.d] * s_f16_table[x[b].d], (float)dot, acc);
             }
             out[c * out_stride + i] = acc;
         }
-    }
 }
 
 /* ---- variant table ---------------------------------------------------------------- */
@@ -466,22 +462,16 @@ kernel_act kernel_act_init(enum tensor_type type, const float *x, int64_t n_rows
                            void *buf)
 {
     kernel_act act = {.type = type, .n_rows = n_rows, .cols = cols};
-    act.row_bytes = n_rows ? kernel_act_bytes(type, 1, cols) : 0;
-    if (type == TENSOR_F32) {
-        act.row_bytes = (size_t)cols * sizeof(float);
-        act.data = x;
-    } else {
-        act.data = buf;
-    }
+    /* a prepared row is a row of the weight's type */
+    act.row_bytes = n_rows ? (size_t)tensor_row_bytes(type, (uint64_t)cols) : 0;
+    act.data = type == TENSOR_F32 ? (const void *)x : buf;
     if (type == TENSOR_Q8_0) {
-        act.row_bytes = (size_t)(cols / Q8_0_BLOCK) * sizeof(q8_0_block);
         /* buf is at least 8-byte aligned (malloc); the floats need no more */
         float *d = (float *)((uint8_t *)buf + s_q8_part_bytes(n_rows, cols));
         act.block_d = d;
         act.block_bias = (const int32_t *)(d + n_rows * (cols / Q8_0_BLOCK));
     }
     if (type == TENSOR_F16) {
-        act.row_bytes = (size_t)cols * sizeof(uint16_t);
         uintptr_t f = (uintptr_t)buf + s_f16_part_bytes(n_rows, cols);
         act.data_f32 = (const float *)((f + 31) & ~(uintptr_t)31);
     }

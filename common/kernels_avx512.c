@@ -150,68 +150,63 @@ static inline __m512 s_load_f16x16(const uint16_t *p)
     return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
 }
 
+/* 16 values of a row from element i: F16 (converted) or F32. */
+static inline __m512 s_load16(const void *p, int64_t i, const bool f16)
+{
+    return f16 ? s_load_f16x16((const uint16_t *)p + i) : _mm512_loadu_ps((const float *)p + i);
+}
+
+static inline float s_value(const void *p, int64_t i, const bool f16)
+{
+    return f16 ? fp16_to_f32(((const uint16_t *)p)[i]) : ((const float *)p)[i];
+}
+
 /* ggml_vec_dot_f32 / _f16 on AVX-512 (what llama.cpp uses when a row is not a multiple
  * of 16): four 16-lane accumulators over 64-element steps, added as (s0 + s2) + (s1 + s3),
- * then s_reduce16; the tail added in float (F32) or in double (F16). */
-static inline __attribute__((always_inline)) float s_dot4(const void *w, const float *x, int64_t n,
-                                                           const bool f16)
+ * then s_reduce16; the tail added in float (F32 weights) or in double (F16 weights). x is
+ * F16 (x_f16) or floats. */
+static inline __attribute__((always_inline)) float s_dot4(const void *w, const void *x, int64_t n,
+                                                           const bool f16, const bool x_f16)
 {
-    const uint16_t *wh = w;
-    const float *wf = w;
     __m512 s[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
     const int64_t np = n & ~(int64_t)63;
     for (int64_t i = 0; i < np; i += 64)
 #pragma GCC unroll 4
-        for (int j = 0; j < 4; j++) {
-            const __m512 wv = f16 ? s_load_f16x16(wh + i + 16 * j) : _mm512_loadu_ps(wf + i + 16 * j);
-            s[j] = _mm512_fmadd_ps(wv, _mm512_loadu_ps(x + i + 16 * j), s[j]);
-        }
+        for (int j = 0; j < 4; j++)
+            s[j] = _mm512_fmadd_ps(s_load16(w, i + 16 * j, f16), s_load16(x, i + 16 * j, x_f16), s[j]);
     s[0] = _mm512_add_ps(s[0], s[2]);
     s[1] = _mm512_add_ps(s[1], s[3]);
     const float r = s_reduce16(_mm512_add_ps(s[0], s[1]));
     if (f16) {
         double t = r;
         for (int64_t i = np; i < n; i++)
-            t += (double)(fp16_to_f32(wh[i]) * x[i]);
+            t += (double)(s_value(w, i, true) * s_value(x, i, x_f16));
         return (float)t;
     }
     float t = r;
     for (int64_t i = np; i < n; i++)
-        t += wf[i] * x[i];
+        t += s_value(w, i, false) * s_value(x, i, x_f16);
     return t;
+}
+
+/* tinyBLAS's form (n % 16 == 0): one 16-lane chain over 16-element steps, s_reduce16. */
+static inline __attribute__((always_inline)) float s_dot1(const void *w, const void *x, int64_t n,
+                                                           const bool f16)
+{
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n; i += 16)
+        acc = _mm512_fmadd_ps(s_load16(w, i, f16), s_load16(x, i, f16), acc);
+    return s_reduce16(acc);
 }
 
 float kernel_avx512_dot_f32(const float *w, const float *x, int64_t n)
 {
-    if (n % 16 == 0) {
-        __m512 acc = _mm512_setzero_ps();
-        for (int64_t i = 0; i < n; i += 16)
-            acc = _mm512_fmadd_ps(_mm512_loadu_ps(w + i), _mm512_loadu_ps(x + i), acc);
-        return s_reduce16(acc);
-    }
-    return s_dot4(w, x, n, false);
+    return n % 16 == 0 ? s_dot1(w, x, n, false) : s_dot4(w, x, n, false, false);
 }
 
 float kernel_avx512_dot_f16(const uint16_t *w, const uint16_t *x, int64_t n)
 {
-    if (n % 16 == 0) {
-        __m512 acc = _mm512_setzero_ps();
-        for (int64_t i = 0; i < n; i += 16)
-            acc = _mm512_fmadd_ps(s_load_f16x16(w + i), s_load_f16x16(x + i), acc);
-        return s_reduce16(acc);
-    }
-    /* the 4-accumulator form, x converted as it is loaded */
-    __m512 s[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-    const int64_t np = n & ~(int64_t)63;
-    for (int64_t i = 0; i < np; i += 64)
-        for (int j = 0; j < 4; j++)
-            s[j] = _mm512_fmadd_ps(s_load_f16x16(w + i + 16 * j), s_load_f16x16(x + i + 16 * j), s[j]);
-    s[0] = _mm512_add_ps(s[0], s[2]);
-    s[1] = _mm512_add_ps(s[1], s[3]);
-    double t = s_reduce16(_mm512_add_ps(s[0], s[1]));
-    for (int64_t i = np; i < n; i++)
-        t += (double)(fp16_to_f32(w[i]) * fp16_to_f32(x[i]));
-    return (float)t;
+    return n % 16 == 0 ? s_dot1(w, x, n, true) : s_dot4(w, x, n, true, true);
 }
 
 /* Rows % 16 == 0: tinyBLAS's arithmetic (llamafile's sgemm, which llama.cpp runs for F16
@@ -288,7 +283,7 @@ static void s_matmul_float(const weight *w, const float *x, int64_t n_rows, cons
         for (int64_t i = row_begin; i < row_end; i++) {
             const void *wrow = (const uint8_t *)w->data + (size_t)i * w->row_bytes;
             for (int64_t c = 0; c < n_rows; c++)
-                out[c * out_stride + i] = s_dot4(wrow, x + c * n, n, f16);
+                out[c * out_stride + i] = s_dot4(wrow, x + c * n, n, f16, false);
         }
         return;
     }

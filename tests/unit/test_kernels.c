@@ -284,6 +284,36 @@ static void test_matmul_every_type_matches_float64_and_splits(void **state)
     assert_null(pool);
 }
 
+/* For the active variant: the Q8_0 product of w with x (max_batch rows of w->cols), cut
+ * into batches of each size in batches[] and the weight rows into the pieces between
+ * cuts[] (0 < cuts[0] < ... < w->rows), equals want (max_batch x w->rows) bit for bit.
+ * buf holds kernel_act_bytes of max_batch rows, got max_batch x w->rows floats. */
+static void s_assert_q8_0_pieces(const weight *w, const float *x, int max_batch, const int *batches,
+                                 size_t n_batches, const int *cuts, size_t n_cuts, const float *want,
+                                 void *buf, float *got, const char *what)
+{
+    const int64_t rows = w->rows, cols = w->cols;
+    for (size_t bi = 0; bi < n_batches; bi++) {
+        const int batch = batches[bi];
+        for (int first = 0; first < max_batch; first += batch) {
+            const int n = max_batch - first < batch ? max_batch - first : batch;
+            kernel_act act = kernel_act_init(TENSOR_Q8_0, x + (size_t)first * cols, n, cols, buf);
+            kernel_act_convert(&act, x + (size_t)first * cols, 0, n);
+            for (size_t c = 0, lo = 0; c <= n_cuts; c++) {
+                const int64_t hi = c < n_cuts ? cuts[c] : rows;
+                kernel_matmul(w, &act, got, rows, (int64_t)lo, hi);
+                lo = (size_t)hi;
+            }
+            for (int r = 0; r < n; r++)
+                for (int64_t i = 0; i < rows; i++)
+                    if (got[r * rows + i] != want[(first + r) * rows + i])
+                        fail_msg("%s %s batch %d row %d out %lld: got %.9g want %.9g",
+                                 kernel_isa_name(kernel_isa_active()), what, batch, first + r,
+                                 (long long)i, got[r * rows + i], want[(first + r) * rows + i]);
+        }
+    }
+}
+
 /* The Q8_0 matrix product computes every element with the same arithmetic whatever
  * the batch size (matrix x vector, or blocked matrix x batch with partial tiles and
  * several column chunks), the row range, and the ISA: each element equals the scalar
@@ -307,26 +337,11 @@ static void test_q8_0_matmul_is_batch_split_and_isa_invariant(void **state)
         for (int i = 0; i < ROWS; i++)
             want[r][i] = kernel_dot_q8_0((const char *)data + (size_t)i * w.row_bytes,
                                          (const char *)buf + (size_t)r * all.row_bytes, COLS);
-    FOR_EACH_ISA(isa) {
-        for (size_t bi = 0; bi < sizeof batches / sizeof batches[0]; bi++) {
-            const int batch = batches[bi];
-            for (int first = 0; first < MAX_BATCH; first += batch) {
-                const int n = MAX_BATCH - first < batch ? MAX_BATCH - first : batch;
-                kernel_act act = kernel_act_init(TENSOR_Q8_0, x + (size_t)first * COLS, n, COLS, buf);
-                kernel_act_convert(&act, x + (size_t)first * COLS, 0, n);
-                /* rows in uneven pieces: 0..5, 5..21, 21..37 */
-                kernel_matmul(&w, &act, got, ROWS, 0, 5);
-                kernel_matmul(&w, &act, got, ROWS, 5, 21);
-                kernel_matmul(&w, &act, got, ROWS, 21, ROWS);
-                for (int r = 0; r < n; r++)
-                    for (int i = 0; i < ROWS; i++)
-                        if (got[r * ROWS + i] != want[first + r][i])
-                            fail_msg("%s batch %d row %d out %d: got %.9g want %.9g",
-                                     kernel_isa_name(isa), batch, first + r, i, got[r * ROWS + i],
-                                     want[first + r][i]);
-            }
-        }
-    }
+    /* rows in uneven pieces: 0..5, 5..21, 21..37 */
+    static const int cuts[] = {5, 21};
+    FOR_EACH_ISA(isa)
+        s_assert_q8_0_pieces(&w, x, MAX_BATCH, batches, sizeof batches / sizeof batches[0], cuts,
+                             2, &want[0][0], buf, got, "rows");
     free(buf);
     free(x);
     free(data);
@@ -395,26 +410,11 @@ static void test_q8_0_r16_layout_and_products(void **state)
     }
     void *buf = malloc(kernel_act_bytes(TENSOR_Q8_0, MAX_BATCH, COLS));
     static float got[MAX_BATCH * ROWS];
+    /* rows in pieces that cut groups: 0..5, 5..21, 21..32, 32..48 */
+    static const int cuts[] = {5, 21, 32};
     FOR_EACH_ISA(isa) {
-        for (size_t bi = 0; bi < sizeof batches / sizeof batches[0]; bi++) {
-            const int batch = batches[bi];
-            for (int first = 0; first < MAX_BATCH; first += batch) {
-                const int n = MAX_BATCH - first < batch ? MAX_BATCH - first : batch;
-                kernel_act act = kernel_act_init(TENSOR_Q8_0, x + (size_t)first * COLS, n, COLS, buf);
-                kernel_act_convert(&act, x + (size_t)first * COLS, 0, n);
-                /* rows in pieces that cut groups: 0..5, 5..21, 21..32, 32..48 */
-                kernel_matmul(&r16, &act, got, ROWS, 0, 5);
-                kernel_matmul(&r16, &act, got, ROWS, 5, 21);
-                kernel_matmul(&r16, &act, got, ROWS, 21, 32);
-                kernel_matmul(&r16, &act, got, ROWS, 32, ROWS);
-                for (int r = 0; r < n; r++)
-                    for (int i = 0; i < ROWS; i++)
-                        if (got[r * ROWS + i] != want[first + r][i])
-                            fail_msg("%s r16 batch %d row %d out %d: got %.9g want %.9g",
-                                     kernel_isa_name(isa), batch, first + r, i, got[r * ROWS + i],
-                                     want[first + r][i]);
-            }
-        }
+        s_assert_q8_0_pieces(&r16, x, MAX_BATCH, batches, sizeof batches / sizeof batches[0], cuts,
+                             3, &want[0][0], buf, got, "r16");
         assert_int_equal(kernel_preferred_layout(TENSOR_Q8_0, ROWS, COLS),
                          isa == KERNEL_ISA_AVX512 ? WEIGHT_LAYOUT_Q8_0_R16 : WEIGHT_LAYOUT_ROWS);
         assert_int_equal(kernel_preferred_layout(TENSOR_F16, ROWS, COLS), WEIGHT_LAYOUT_ROWS);

@@ -79,6 +79,15 @@ static void s_ask(const wire_message *req, wire_msg *raw, wire_message *reply)
     }
 }
 
+/* The running loader's manifest (in m, decoded from raw: free both). */
+static const wire_manifest *s_manifest(wire_msg *raw, wire_message *m)
+{
+    wire_message req = {.type = WIRE_MANIFEST_REQ, .manifest_req = {.worker_id = "test"}};
+    s_ask(&req, raw, m);
+    assert_int_equal(m->type, WIRE_MANIFEST);
+    return &m->manifest;
+}
+
 static void s_expect_error_for(const wire_message *req, uint32_t code)
 {
     wire_msg raw = {0};
@@ -105,10 +114,7 @@ static void test_manifest_and_chunks_match_the_file(void **state)
 
     wire_msg raw = {0};
     wire_message m = {0};
-    wire_message req = {.type = WIRE_MANIFEST_REQ, .manifest_req = {.worker_id = "test"}};
-    s_ask(&req, &raw, &m);
-    assert_int_equal(m.type, WIRE_MANIFEST);
-    const wire_manifest *mf = &m.manifest;
+    const wire_manifest *mf = s_manifest(&raw, &m);
     assert_int_equal(strlen(mf->model_id), 16);
     char host[256];
     assert_int_equal(proc_host_id(host, sizeof host, NULL), 0);
@@ -195,10 +201,7 @@ static uint32_t s_check_layouts(const char *path, enum weight_layout want)
     assert_non_null(g);
     wire_msg raw = {0};
     wire_message m = {0};
-    wire_message req = {.type = WIRE_MANIFEST_REQ, .manifest_req = {.worker_id = "test"}};
-    s_ask(&req, &raw, &m);
-    assert_int_equal(m.type, WIRE_MANIFEST);
-    const wire_manifest *mf = &m.manifest;
+    const wire_manifest *mf = s_manifest(&raw, &m);
     int fd = shm_open(mf->segment_name, O_RDONLY, 0);
     assert_true(fd >= 0);
     const uint8_t *seg = mmap(NULL, mf->segment_bytes, PROT_READ, MAP_SHARED, fd, 0);
