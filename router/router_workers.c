@@ -234,8 +234,9 @@ static void s_assemble(router *r)
             if (len >= sizeof desc)
                 len = sizeof desc - 1;
         }
-        log_info("pipeline %u ready: %s (up to %d batches in flight)", p->id, desc,
-                 router_max_inflight(r, slot));
+        const int inflight = router_max_inflight(r, slot);
+        log_info("pipeline %u ready: %s (up to %d batch%s in flight)", p->id, desc, inflight,
+                 inflight > 1 ? "es" : "");
     }
 }
 

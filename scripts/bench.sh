@@ -22,5 +22,8 @@ if [ "${BENCH_PIPELINE:-1}" != 0 ]; then
     cc -O2 -pthread -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Iclient \
        tests/bench/pipeline_client.c build/lib/libllorch.a -lmsgpackc -lzmq -lsodium -lm \
        -o build/bench/pipeline_client
+    cc -O2 -pthread -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Icommon -Iclient \
+       tests/bench/pipeline_pair.c build/obj/client/lib/llorch.o build/lib/libllorch-core.a \
+       -ljansson -lmsgpackc -lzmq -lsodium -lm -o build/bench/pipeline_pair
     node tests/bench/pipeline.mjs
 fi

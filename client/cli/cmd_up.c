@@ -194,6 +194,22 @@ static void s_connectable(const char *ep, char *out, size_t n, bool for_print)
     }
 }
 
+/* Batches the router may keep in flight on one pipeline when its stages share this host's
+ * CPUs (n_workers x threads > cpus): as many as can run at once without two stages' thread
+ * pools taking turns on a core, which costs far more than it gains (8 sessions on K=2 x 2
+ * threads on 2 cores: ~1.6x the rate with one batch in flight as with two). 0 when the
+ * router's default (one per stage) holds, or --max-inflight was given. */
+static int s_inflight(const up_opts *o, int n_workers, int threads, long cpus)
+{
+    for (int k = 0; k < o->n_router_extra; k++)
+        if (!strcmp(o->router_extra[k], "--max-inflight"))
+            return 0;
+    if (cpus < 1 || (long)n_workers * threads <= cpus)
+        return 0;
+    const long at_once = cpus / threads;
+    return at_once < 1 ? 1 : at_once > 16 ? 16 : (int)at_once;
+}
+
 int up_start(const up_opts *o, up_pipeline *p, llorch_error *err)
 {
     memset(p, 0, sizeof *p);
@@ -211,8 +227,8 @@ int up_start(const up_opts *o, up_pipeline *p, llorch_error *err)
                                 strerror(errno));
     /* By default every worker runs on every CPU: one session's batch keeps one stage busy
      * at a time, and then it has all the cores (K=2 on 2 cores: ~0.97x in-process against
-     * ~0.6x with one core each), while concurrent sessions, whose batches keep every stage
-     * busy, lose only a few percent to the shared cores (the pools sleep when idle). */
+     * ~0.6x with one core each); concurrent sessions then share one batch per pipeline
+     * (s_inflight), which takes the stages in turn on all the cores as well. */
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     int threads = o->threads_per_worker ? o->threads_per_worker : (int)(cpus > 1 ? cpus : 1);
     char loader_ep[300], control_ep[300], results_ep[300], clients_ep[300];
@@ -231,11 +247,23 @@ int up_start(const up_opts *o, up_pipeline *p, llorch_error *err)
     if (s_spawn(p, "loader", loader_argv, o->quiet, err) != 0)
         goto fail;
     snprintf(bin, sizeof bin, "%s/llorch-router", dir);
-    char *router_argv[10 + UP_MAX_ROUTER_EXTRA] = {bin, "--loader", loader_ep, "--control",
+    char *router_argv[12 + UP_MAX_ROUTER_EXTRA] = {bin, "--loader", loader_ep, "--control",
                                                    control_ep, "--results", results_ep,
                                                    "--clients", clients_ep, NULL};
+    int n_argv = 9;
     for (int k = 0; k < o->n_router_extra; k++)
-        router_argv[9 + k] = (char *)o->router_extra[k];
+        router_argv[n_argv++] = (char *)o->router_extra[k];
+    char inflight_s[16];
+    const int inflight = s_inflight(o, n, threads, cpus);
+    if (inflight > 0) {
+        snprintf(inflight_s, sizeof inflight_s, "%d", inflight);
+        router_argv[n_argv++] = "--max-inflight";
+        router_argv[n_argv++] = inflight_s;
+        if (!o->quiet)
+            fprintf(stderr, "llorch up: %d workers x %d threads share %ld CPUs: up to %d "
+                    "batch%s in flight per pipeline (--max-inflight to change)\n", n, threads,
+                    cpus, inflight, inflight > 1 ? "es" : "");
+    }
     if (s_spawn(p, "router", router_argv, o->quiet, err) != 0)
         goto fail;
     for (int i = 0; i < n; i++) {
