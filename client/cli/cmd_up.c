@@ -243,7 +243,8 @@ int up_start(const up_opts *o, up_pipeline *p, llorch_error *err)
 
     char bin[PATH_MAX + 32];
     snprintf(bin, sizeof bin, "%s/llorch-loader", dir);
-    char *loader_argv[] = {bin, "-m", (char *)o->model, "--endpoint", loader_ep, NULL};
+    char *loader_argv[] = {bin, "-m", (char *)o->model, "--endpoint", loader_ep,
+                           o->layout ? "--layout" : NULL, (char *)o->layout, NULL};
     if (s_spawn(p, "loader", loader_argv, o->quiet, err) != 0)
         goto fail;
     snprintf(bin, sizeof bin, "%s/llorch-router", dir);
@@ -445,6 +446,9 @@ static void s_usage(FILE *out)
             "                              (default f32; f16 takes half the bytes)\n"
             "  --verify                    workers check the digests of their tensors in\n"
             "                              the shared segment before serving\n"
+            "  --layout auto|rows          how the loader lays out Q8_0 matrices: auto\n"
+            "                              (default) repacks them for this CPU's kernels,\n"
+            "                              rows keeps the file's order (and ggml's arithmetic)\n"
             "  --http ADDR:PORT            serve the OpenAI-compatible HTTP API there; the\n"
             "                              router's --http-* options, --api-key-file and\n"
             "                              --config are passed on (llorch-router --help)\n"
@@ -479,7 +483,8 @@ int up_parse_option(up_opts *o, int argc, char **argv, int *i)
     }
     const bool known = !strcmp(a, "--workers") || !strcmp(a, "--split") ||
                        !strcmp(a, "--threads-per-worker") || !strcmp(a, "--endpoint") ||
-                       !strcmp(a, "--kv-budget") || !strcmp(a, "--kv-type");
+                       !strcmp(a, "--kv-budget") || !strcmp(a, "--kv-type") ||
+                       !strcmp(a, "--layout");
     if (!known)
         return 0;
     if (*i + 1 >= argc) {
@@ -501,6 +506,12 @@ int up_parse_option(up_opts *o, int argc, char **argv, int *i)
         o->split = v;
     } else if (!strcmp(a, "--endpoint")) {
         o->endpoint = v;
+    } else if (!strcmp(a, "--layout")) {
+        if (strcmp(v, "auto") && strcmp(v, "rows")) {
+            llorch_error_set(&err, "--layout '%s': give auto or rows", v);
+            goto bad;
+        }
+        o->layout = v;
     } else if (!strcmp(a, "--kv-type")) {
         kv_type t;
         if (kv_type_parse(v, &t, &err) != 0) {

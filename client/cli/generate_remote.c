@@ -55,7 +55,7 @@ static void s_usage(FILE *out)
             "                          --router, used to tokenize locally so that --json\n"
             "                          lists the prompt tokens\n"
             "  --workers K, --split F:L,..., --threads-per-worker T, --kv-budget B,\n"
-            "  --kv-type f32|f16\n"
+            "  --kv-type f32|f16, --layout auto|rows, --verify\n"
             "                          the pipeline to start (see llorch up --help)\n"
             "  -p, -n, --temp, --top-k, --top-p, --min-p, --repeat-penalty, --seed, --top,\n"
             "  --json, --ignore-eos    as in-process (llorch generate --help); --top at most 32\n"
@@ -217,10 +217,11 @@ int cmd_generate_remote(int argc, char **argv)
                         "start one: give one or the other\n");
         return 2;
     }
-    if (router_ep && (up.kv_budget || up.kv_type || up.threads_per_worker)) {
-        fprintf(stderr, "llorch generate: --kv-budget, --kv-type and --threads-per-worker set up "
-                        "the workers of a pipeline started with --workers; a running router's "
-                        "workers keep theirs\n");
+    if (router_ep && (up.kv_budget || up.kv_type || up.threads_per_worker || up.layout ||
+                      up.verify)) {
+        fprintf(stderr, "llorch generate: --kv-budget, --kv-type, --threads-per-worker, "
+                        "--layout and --verify set up the pipeline started with --workers; a "
+                        "running router's pipeline keeps its own\n");
         return 2;
     }
     if ((curve_key != NULL) != (curve_server != NULL)) {

@@ -20,6 +20,7 @@ typedef struct up_opts {
     const char *kv_budget;       /* passed to every worker as --kv-budget, or NULL */
     const char *kv_type;         /* passed to every worker as --kv-type ("f32", "f16"), or NULL */
     bool verify;                 /* passed to every worker as --verify */
+    const char *layout;          /* passed to the loader as --layout ("auto", "rows"), or NULL */
     bool quiet;                  /* children log into files in the run dir, not stderr */
     const char *router_extra[UP_MAX_ROUTER_EXTRA]; /* (n_router_extra) more router arguments:
                                     the HTTP API's --http ADDR:PORT, its limits, --config, and the
@@ -57,8 +58,8 @@ int up_wait(up_pipeline *p, llorch_error *err);
 void up_stop(up_pipeline *p);
 
 /* Parses one of the options `up` and `generate --workers` share (--workers, --split,
- * --threads-per-worker, --endpoint, --kv-budget, --kv-type) at argv[*i] into o, moving *i past its
- * value. Returns 1 when it was one, 0 when not, -1 after printing a bad value. */
+ * --threads-per-worker, --endpoint, --kv-budget, --kv-type, --layout, --verify) at argv[*i] into
+ * o, moving *i past its value. Returns 1 when it was one, 0 when not, -1 after printing a bad value. */
 int up_parse_option(up_opts *o, int argc, char **argv, int *i);
 
 /* Prints the last lines of each child's log file to stderr (after a failure). */

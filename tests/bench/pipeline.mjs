@@ -9,7 +9,7 @@
 // env: BENCH_PIPELINE_MODEL (build/models/bench-tinyllama-1.1b-q8_0.gguf, made if missing),
 //      BENCH_RUNS (3), BENCH_THREADS (2: total threads of every configuration),
 //      BENCH_GEN (32), BENCH_SESSIONS (8), BENCH_HOP_GEN (256: tokens of the hop runs),
-//      BENCH_ONE_GEN (48: tokens of each single-session run), BENCH_ONE_PAIRS (16: pairs of
+//      BENCH_ONE_GEN (32: tokens of each single-session run), BENCH_ONE_PAIRS (24: pairs of
 //      single-session runs, in-process and pipeline back to back; the memory bandwidth of
 //      this kind of VM moves by ±10% from one second to the next, so a ratio needs many
 //      short pairs, not a few long runs)
@@ -26,10 +26,10 @@ const pairDriver = path.join(root, "build/bench/pipeline_pair");
 const runs = Number(process.env.BENCH_RUNS ?? 3);
 const threads = Number(process.env.BENCH_THREADS ?? 2);
 const nGen = Number(process.env.BENCH_GEN ?? 32);
-const nOneGen = Number(process.env.BENCH_ONE_GEN ?? 48);
+const nOneGen = Number(process.env.BENCH_ONE_GEN ?? 32);
 const nSessions = Number(process.env.BENCH_SESSIONS ?? 8);
 const nHopGen = Number(process.env.BENCH_HOP_GEN ?? 256);
-const onePairs = Number(process.env.BENCH_ONE_PAIRS ?? 16);
+const onePairs = Number(process.env.BENCH_ONE_PAIRS ?? 24);
 const defaultModel = path.join(root, "build/models/bench-tinyllama-1.1b-q8_0.gguf");
 const modelPath = process.env.BENCH_PIPELINE_MODEL ?? defaultModel;
 

@@ -63,3 +63,24 @@ up_stop() {
     fi
     return $st
 }
+
+# same_output A B WHAT [TOL]: A and B, two `llorch generate --json --top N` outputs, have the
+# same prompt tokens, tokens, text and stop reason, and top probabilities within TOL (1e-4;
+# 0: as printed, to the digit); prints one line about WHAT and fails when they differ.
+same_output() {
+    python3 - "$1" "$2" "$3" "${4:-1e-4}" <<'PY'
+import json, sys
+a, b, what, tol = json.loads(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3], float(sys.argv[4])
+problems = [k for k in ("prompt_tokens", "tokens", "text", "stop_reason") if a[k] != b[k]]
+if set(a) != set(b):
+    problems.append("keys %s vs %s" % (sorted(a), sorted(b)))
+dp = max((abs(x["p"] - y["p"]) for sa, sb in zip(a["top"], b["top"]) for x, y in zip(sa, sb)
+          if x["id"] == y["id"]), default=0)
+ids = all([x["id"] for x in sa] == [y["id"] for y in sb] for sa, sb in zip(a["top"], b["top"]))
+if dp > tol or not ids:
+    problems.append("top probabilities differ (max %g, ids equal %s)" % (dp, ids))
+print("%-40s %s: %d tokens, %s" % (what, "same" if not problems else "DIFFERENT " + ", ".join(problems),
+                                   len(b["tokens"]), b["stop_reason"]))
+sys.exit(1 if problems else 0)
+PY
+}

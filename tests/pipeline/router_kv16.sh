@@ -10,7 +10,7 @@ a=$("$LLORCH" generate --router "$UP_EP" "${args[@]}") || { up_stop; exit 1; }
 err=$("$LLORCH" generate --router "$UP_EP" --kv-type f32 "${args[@]}" 2>&1 >/dev/null); st=$?
 up_stop || exit 1
 rc=0
-[ $st -eq 2 ] && [[ $err == *"keep theirs"* ]] || { echo "--router with --kv-type: exit $st, '$err'"; rc=1; }
+[ $st -eq 2 ] && [[ $err == *"keeps its own"* ]] || { echo "--router with --kv-type: exit $st, '$err'"; rc=1; }
 n=$(grep -c "bytes of f16" "$UP_ERR")
 [ "$n" -eq 2 ] || { echo "expected 2 workers with an F16 cache, saw $n:"; tail -20 "$UP_ERR"; rc=1; }
 b=$("$LLORCH" generate --in-process --threads 1 --kv-type f16 "${args[@]}") || exit 1
