@@ -398,6 +398,18 @@ void wire_msg_free(wire_msg *msg);
  * disconnected before the frame is buffered. Returns 0, or -1 with err. */
 int wire_socket_limits(void *socket, llorch_error *err);
 
+/* Watches socket's connections: a PAIR socket in ctx receiving the ZMQ_EVENT_* in events
+ * over inproc://name (unique in ctx). NULL when it cannot be made (the caller then goes
+ * without). Close with wire_monitor_close. */
+void *wire_monitor_open(void *ctx, void *socket, const char *name, int events);
+
+/* The next event waiting on monitor (one of its ZMQ_EVENT_*), 0 when none is waiting; never
+ * blocks. */
+int wire_monitor_next(void *monitor);
+
+/* Stops watching socket and closes monitor (either may be NULL). */
+void wire_monitor_close(void *socket, void *monitor);
+
 /* Sends msg as one multipart message; on a ROUTER socket msg->identity goes first.
  * flags: 0 or ZMQ_DONTWAIT. Returns 0, or -1 with err (errno from zmq kept: EAGAIN
  * when ZMQ_DONTWAIT could not send, ETERM when the context is ending). */

@@ -49,6 +49,53 @@ int wire_socket_limits(void *socket, llorch_error *err)
     return 0;
 }
 
+void *wire_monitor_open(void *ctx, void *socket, const char *name, int events)
+{
+    char ep[128];
+    snprintf(ep, sizeof ep, "inproc://%s", name);
+    if (zmq_socket_monitor(socket, ep, events) != 0)
+        return NULL;
+    void *monitor = zmq_socket(ctx, ZMQ_PAIR);
+    int zero = 0;
+    if (!monitor || zmq_setsockopt(monitor, ZMQ_LINGER, &zero, sizeof zero) != 0 ||
+        zmq_connect(monitor, ep) != 0) {
+        wire_monitor_close(socket, monitor);
+        return NULL;
+    }
+    return monitor;
+}
+
+int wire_monitor_next(void *monitor)
+{
+    if (!monitor)
+        return 0;
+    zmq_msg_t ev, addr;
+    zmq_msg_init(&ev);
+    if (zmq_msg_recv(&ev, monitor, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&ev);
+        return 0;
+    }
+    /* Two frames: the event number (16 bits) and value, then the endpoint. */
+    uint16_t event = 0;
+    if (zmq_msg_size(&ev) >= sizeof event)
+        memcpy(&event, zmq_msg_data(&ev), sizeof event);
+    if (zmq_msg_more(&ev)) {
+        zmq_msg_init(&addr);
+        zmq_msg_recv(&addr, monitor, 0);
+        zmq_msg_close(&addr);
+    }
+    zmq_msg_close(&ev);
+    return event;
+}
+
+void wire_monitor_close(void *socket, void *monitor)
+{
+    if (socket)
+        zmq_socket_monitor(socket, NULL, 0);
+    if (monitor)
+        zmq_close(monitor);
+}
+
 int wire_send(void *socket, const wire_msg *msg, int flags, llorch_error *err)
 {
     if (!msg || msg->n_frames < 1 || msg->n_frames > WIRE_MAX_FRAMES)

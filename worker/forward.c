@@ -55,12 +55,9 @@ worker_hops *worker_hops_new(void *ctx, const worker_config *cfg, llorch_error *
 
 static void s_hop_close(hop *p)
 {
-    if (p->push) {
-        zmq_socket_monitor(p->push, NULL, 0);
+    wire_monitor_close(p->push, p->monitor);
+    if (p->push)
         zmq_close(p->push);
-    }
-    if (p->monitor)
-        zmq_close(p->monitor);
     memset(p, 0, sizeof *p);
 }
 
@@ -123,15 +120,9 @@ static void *s_hop(worker_hops *h, const char *endpoint)
         }
     }
     char mon[64];
-    snprintf(mon, sizeof mon, "inproc://worker-hop-%u", h->monitor_seq++);
-    if (zmq_socket_monitor(p->push, mon, ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED) == 0) {
-        p->monitor = zmq_socket(h->ctx, ZMQ_PAIR);
-        int zero = 0;
-        if (p->monitor) {
-            zmq_setsockopt(p->monitor, ZMQ_LINGER, &zero, sizeof zero);
-            zmq_connect(p->monitor, mon);
-        }
-    }
+    snprintf(mon, sizeof mon, "worker-hop-%u", h->monitor_seq++);
+    p->monitor = wire_monitor_open(h->ctx, p->push, mon,
+                                   ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED);
     if (zmq_connect(p->push, endpoint) != 0) {
         log_warn("cannot connect to next hop %s: %s", endpoint, zmq_strerror(errno));
         goto fail;
@@ -162,26 +153,12 @@ void worker_hops_check_monitors(worker_hops *h)
         hop *p = &h->hops[i];
         if (!p->monitor)
             continue;
-        for (;;) {
-            zmq_msg_t ev, addr;
-            zmq_msg_init(&ev);
-            if (zmq_msg_recv(&ev, p->monitor, ZMQ_DONTWAIT) < 0) {
-                zmq_msg_close(&ev);
-                break;
-            }
-            uint16_t event = 0;
-            if (zmq_msg_size(&ev) >= 2)
-                memcpy(&event, zmq_msg_data(&ev), 2);
-            zmq_msg_init(&addr);
-            if (zmq_msg_more(&ev))
-                zmq_msg_recv(&addr, p->monitor, 0);
+        for (int event; (event = wire_monitor_next(p->monitor));) {
             if (event == ZMQ_EVENT_DISCONNECTED)
                 log_warn("next hop %s disconnected (the next worker or the router is gone or "
                          "restarting)", p->endpoint);
             else if (event == ZMQ_EVENT_CONNECTED)
                 log_info("next hop %s connected", p->endpoint);
-            zmq_msg_close(&addr);
-            zmq_msg_close(&ev);
         }
     }
 }

@@ -15,9 +15,22 @@
 #include "security.h"
 #include "wire.h"
 
+/* ZMTP heartbeats on the connection to the router: a PING every HEARTBEAT_IVL_MS, the
+ * connection dropped (and the request in flight failed) when nothing comes back within
+ * HEARTBEAT_TIMEOUT_MS, which catches a router host that vanished without closing it. */
+#define HEARTBEAT_IVL_MS 2000
+#define HEARTBEAT_TIMEOUT_MS 10000
+
+/* The connection events the client watches. */
+#define CLIENT_EVENTS (ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED | \
+                       ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | \
+                       ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL)
+
 struct llorch_client {
     void *ctx;
     void *socket;          /* DEALER connected to the router's client endpoint */
+    void *monitor;         /* PAIR receiving socket's CLIENT_EVENTS (NULL: not watched) */
+    bool handshaken;       /* the current connection completed its ZMTP handshake */
     int cancel_pipe[2];    /* llorch_cancel writes a byte; the request loop polls [0] */
     uint64_t next_request_id;
     char endpoint[WIRE_MAX_ENDPOINT_BYTES + 1];
@@ -106,6 +119,10 @@ llorch_client *llorch_connect(const char *endpoint, const llorch_curve *curve, c
         goto fail;
     }
     zmq_setsockopt(c->socket, ZMQ_LINGER, &linger, sizeof linger);
+    int ivl = HEARTBEAT_IVL_MS, hb_timeout = HEARTBEAT_TIMEOUT_MS;
+    zmq_setsockopt(c->socket, ZMQ_HEARTBEAT_IVL, &ivl, sizeof ivl);
+    zmq_setsockopt(c->socket, ZMQ_HEARTBEAT_TIMEOUT, &hb_timeout, sizeof hb_timeout);
+    c->monitor = wire_monitor_open(c->ctx, c->socket, "llorch-client", CLIENT_EVENTS);
     if (wire_socket_limits(c->socket, &err) != 0) {
         s_err(errbuf, errbuf_size, "%s", err.msg);
         goto fail;
@@ -127,6 +144,7 @@ void llorch_close(llorch_client **pc)
     if (!pc || !*pc)
         return;
     llorch_client *c = *pc;
+    wire_monitor_close(c->socket, c->monitor);
     if (c->socket)
         zmq_close(c->socket);
     if (c->ctx)
@@ -195,6 +213,50 @@ static int s_deliver(const wire_token *t, llorch_token_fn on_token, void *user)
     return on_token(user, &tok);
 }
 
+/* Reads the connection events waiting on c's monitor. Returns 0, or -1 with res set when
+ * one of them ends the request in flight: a connection lost (the router stopped, the
+ * network failed, or heartbeats went unanswered), or a handshake refused. The DEALER
+ * connects again by itself, and the next request goes out on the new connection; the
+ * router keeps no request of a lost connection. */
+static int s_watch(llorch_client *c, llorch_result *res)
+{
+    for (int event; (event = wire_monitor_next(c->monitor));) {
+        if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
+            c->handshaken = true;
+        } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
+            s_result_error(res, -1, "the router at %s refused this client's CURVE key (is its "
+                           "public key in the router's --allow file?)", c->endpoint);
+            return -1;
+        } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) {
+            s_result_error(res, -1, "the handshake with the router at %s failed: with CURVE, "
+                           "check the router's public key; else is it a llorch router?",
+                           c->endpoint);
+            return -1;
+        } else if (event == ZMQ_EVENT_DISCONNECTED) {
+            const bool was = c->handshaken;
+            c->handshaken = false;
+            if (was)
+                s_result_error(res, -1, "lost the connection to the router at %s while the "
+                               "request ran (the router stopped, or the network or its "
+                               "heartbeats failed): the request is gone", c->endpoint);
+            else
+                s_result_error(res, -1, "the router at %s closed the connection before its "
+                               "handshake ended: with CURVE, check the router's public key "
+                               "and that this client's key is in its --allow file", c->endpoint);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Reads the events waiting from before a request: they do not end it. */
+static void s_forget_events(llorch_client *c)
+{
+    llorch_result before;
+    while (s_watch(c, &before) != 0) {
+    }
+}
+
 /* Sends the SUBMIT in m and runs the request to its DONE. */
 static int s_run(llorch_client *c, wire_message *m, const llorch_params *p,
                  llorch_token_fn on_token, void *user, llorch_result *res)
@@ -203,6 +265,7 @@ static int s_run(llorch_client *c, wire_message *m, const llorch_params *p,
     const uint64_t request_id = m->submit.request_id;
     llorch_error err = {0};
     s_drain_pipe(c);
+    s_forget_events(c);
     if (wire_send_message(c->socket, NULL, 0, m, 0, &err) != 0) {
         s_result_error(res, -1, "cannot send the request: %s", err.msg);
         return -1;
@@ -212,8 +275,9 @@ static int s_run(llorch_client *c, wire_message *m, const llorch_params *p,
         zmq_pollitem_t items[] = {
             {.socket = c->socket, .events = ZMQ_POLLIN},
             {.fd = c->cancel_pipe[0], .events = ZMQ_POLLIN},
+            {.socket = c->monitor, .events = ZMQ_POLLIN},
         };
-        int n = zmq_poll(items, 2, p->timeout_ms > 0 ? p->timeout_ms : -1);
+        int n = zmq_poll(items, c->monitor ? 3 : 2, p->timeout_ms > 0 ? p->timeout_ms : -1);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -231,8 +295,12 @@ static int s_run(llorch_client *c, wire_message *m, const llorch_params *p,
             if (!cancel_sent)
                 cancel_sent = s_send_cancel(c, request_id) == 0;
         }
-        if (!(items[0].revents & ZMQ_POLLIN))
+        /* Tokens already here come first; a lost connection ends the request after them. */
+        if (!(items[0].revents & ZMQ_POLLIN)) {
+            if (c->monitor && (items[2].revents & ZMQ_POLLIN) && s_watch(c, res) != 0)
+                return -1;
             continue;
+        }
         wire_msg raw = {0};
         wire_message r;
         int rc = wire_recv_message(c->socket, &raw, &r, ZMQ_DONTWAIT, &err);
@@ -356,6 +424,7 @@ int llorch_stats(llorch_client *c, llorch_stat *stats, size_t cap, size_t *n, in
         timeout_ms = 5000;
     llorch_error err = {0};
     wire_message req = {.type = WIRE_STATS_REQ};
+    s_forget_events(c);
     if (wire_send_message(c->socket, NULL, 0, &req, 0, &err) != 0) {
         s_err(errbuf, errbuf_size, "cannot send to the router: %s", err.msg);
         return -1;
@@ -363,10 +432,19 @@ int llorch_stats(llorch_client *c, llorch_stat *stats, size_t cap, size_t *n, in
     const double deadline = s_now_ms() + timeout_ms;
     for (;;) {
         double left = deadline - s_now_ms();
-        zmq_pollitem_t item = {.socket = c->socket, .events = ZMQ_POLLIN};
-        int k = left > 0 ? zmq_poll(&item, 1, (long)left) : 0;
+        zmq_pollitem_t items[] = {{.socket = c->socket, .events = ZMQ_POLLIN},
+                                  {.socket = c->monitor, .events = ZMQ_POLLIN}};
+        int k = left > 0 ? zmq_poll(items, c->monitor ? 2 : 1, (long)left) : 0;
         if (k < 0 && errno == EINTR)
             continue;
+        if (k > 0 && !(items[0].revents & ZMQ_POLLIN)) {
+            llorch_result res;
+            if (s_watch(c, &res) != 0) {
+                s_err(errbuf, errbuf_size, "%s", res.error);
+                return -1;
+            }
+            continue;
+        }
         if (k <= 0) {
             s_err(errbuf, errbuf_size, "no answer from the router at %s within %d ms: is it "
                   "running (llorch up prints its endpoint)?", c->endpoint, timeout_ms);

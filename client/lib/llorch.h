@@ -106,7 +106,10 @@ void llorch_params_init(llorch_params *p);
  * vocabulary says). on_token (may be NULL) runs in the calling thread for every token.
  * Blocks until the request ends. Fills *result (always, also on failure). Returns 0
  * when the request ran to a stop reason other than "error", -1 otherwise (the router
- * refused it: busy, invalid parameters, a lost worker; or the connection failed). */
+ * refused it: busy, invalid parameters, a lost worker; or the connection failed). A
+ * connection lost while the request runs (the router stopped, or it left 10 s of
+ * heartbeats unanswered) or a CURVE handshake the router refuses ends it at once, whatever
+ * timeout_ms says; the client connects again by itself for the next request. */
 int llorch_generate(llorch_client *c, const char *prompt, const llorch_params *p,
                     llorch_token_fn on_token, void *user, llorch_result *result);
 

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <zmq.h>
 
 #include "lib/llorch.h"
@@ -21,6 +22,10 @@
  *   router_poke cancel CLIENTS_EP
  *       a long request cancelled by llorch_cancel from another thread, and one whose
  *       callback returns non-zero after 3 tokens: both end "cancelled", soon.
+ *   router_poke lost CLIENTS_EP MARK_FILE
+ *       creates MARK_FILE and submits a request with no timeout, which must fail once the
+ *       caller kills the router; then waits for a new router's ready pipeline and submits
+ *       again on the same client, which must be served. Exit 0 when both hold.
  *   router_poke concurrent CLIENTS_EP N_PREDICT PROMPT...
  *       runs each prompt alone (greedy), then all at once, one client per thread;
  *       exit 0 when every concurrent text equals its solo text and the router's
@@ -348,8 +353,57 @@ static int s_cancel(const char *ep)
     return bad;
 }
 
+/* A request whose router is lost (the caller kills it once mark exists), then, on the same
+ * client, one to the router that replaces it. */
+static int s_lost(const char *ep, const char *mark)
+{
+    char err[512];
+    llorch_client *c = llorch_connect(ep, NULL, err, sizeof err);
+    if (!c) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
+    llorch_params p;
+    llorch_params_init(&p);
+    p.temperature = 0;
+    p.max_tokens = 8; /* and no timeout: only the lost connection can end the first request */
+    FILE *f = fopen(mark, "w");
+    if (f)
+        fclose(f);
+    llorch_result res;
+    int bad = 0;
+    if (llorch_generate(c, "Hello", &p, NULL, NULL, &res) == 0) {
+        fprintf(stderr, "the request survived its router (%s)\n", res.stop_reason);
+        bad = 1;
+    } else {
+        printf("request 1: %s\n", res.error);
+    }
+    /* The next request, once a new router serves a pipeline again. */
+    llorch_stat st[64];
+    size_t n = 0;
+    for (int i = 0; i < 100; i++) {
+        if (llorch_stats(c, st, 64, &n, 1000, err, sizeof err) == 0 &&
+            llorch_stat_get(st, n, "pipelines_ready") >= 1)
+            break;
+        struct timespec ts = {0, 100000000L};
+        nanosleep(&ts, NULL);
+    }
+    if (llorch_generate(c, "Hello", &p, NULL, NULL, &res) != 0 || res.n_generated_tokens != 8) {
+        fprintf(stderr, "the next request to the new router: %s (%u tokens)\n", res.error,
+                res.n_generated_tokens);
+        bad = 1;
+    } else {
+        printf("request 2, the same client to the new router: %u tokens\n",
+               res.n_generated_tokens);
+    }
+    llorch_close(&c);
+    return bad;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc >= 4 && !strcmp(argv[1], "lost"))
+        return s_lost(argv[2], argv[3]);
     if (argc >= 3 && !strcmp(argv[1], "cancel"))
         return s_cancel(argv[2]);
     if (argc >= 4 && !strcmp(argv[1], "malformed"))
@@ -359,6 +413,6 @@ int main(int argc, char **argv)
     if (argc >= 5 && !strcmp(argv[1], "concurrent"))
         return s_concurrent(argv[2], (unsigned)atoi(argv[3]), argc - 4, argv + 4);
     fprintf(stderr, "usage: router_poke malformed CLIENTS_EP CONTROL_EP | curve EP SERVER_PUB CLIENT_KEY | "
-                    "cancel EP | concurrent EP N_PREDICT PROMPT...\n");
+                    "cancel EP | concurrent EP N_PREDICT PROMPT... | lost EP MARK_FILE\n");
     return 2;
 }
