@@ -84,3 +84,12 @@ print("%-40s %s: %d tokens, %s" % (what, "same" if not problems else "DIFFERENT 
 sys.exit(1 if problems else 0)
 PY
 }
+
+# ready_at EP: waits up to 10 s until the router at EP reports a ready pipeline.
+ready_at() {
+    for _ in $(seq 100); do
+        "$LLORCH" stats --router "$1" 2>/dev/null | grep -q '"pipelines_ready":1' && return 0
+        sleep 0.1
+    done
+    echo "no pipeline became ready at $1"; return 1
+}

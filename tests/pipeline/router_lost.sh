@@ -18,14 +18,7 @@ router
 $B/llorch-worker --loader "ipc://$dir/loader" --router "ipc://$dir/control" \
     --bind "ipc://$dir/w0" --layers 0:4 --threads 1 --id only 2>>"$dir/worker.log" & wpid=$!
 rc=0
-ready() {
-    for _ in $(seq 100); do
-        "$LLORCH" stats --router "ipc://$dir/clients" 2>/dev/null | grep -q '"pipelines_ready":1' && return 0
-        sleep 0.1
-    done
-    echo "no pipeline became ready"; return 1
-}
-ready || rc=1
+ready_at "ipc://$dir/clients" || rc=1
 # The worker stopped: the request waits in the router, which is then killed.
 kill -STOP $wpid
 timeout 60 "$POKE" lost "ipc://$dir/clients" "$dir/killed" >"$dir/client.out" 2>&1 & cpid=$!

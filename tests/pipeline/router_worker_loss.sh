@@ -17,14 +17,7 @@ worker() { # NAME LAYERS INDEX
 worker first 0:2 0; w0=$!
 worker last 2:4 1; w1=$!
 rc=0
-ready() {
-    for _ in $(seq 100); do
-        "$LLORCH" stats --router "ipc://$dir/clients" 2>/dev/null | grep -q '"pipelines_ready":1' && return 0
-        sleep 0.1
-    done
-    echo "no pipeline became ready"; return 1
-}
-ready || rc=1
+ready_at "ipc://$dir/clients" || rc=1
 out=$dir/generate.err
 "$LLORCH" generate --router "ipc://$dir/clients" -p "Hello" -n 100000 --temp 0 \
     --timeout-ms 20000 >/dev/null 2>"$out" & gpid=$!
@@ -36,7 +29,7 @@ grep -q "lost.*last" "$out" || { echo "the error does not name the lost worker:"
 "$LLORCH" stats --router "ipc://$dir/clients" | grep -q '"pipelines_ready":0' ||
     { echo "the router still counts a ready pipeline"; rc=1; }
 worker last2 2:4 2; w2=$!
-ready || rc=1
+ready_at "ipc://$dir/clients" || rc=1
 "$LLORCH" generate --router "ipc://$dir/clients" -p "Hello" -n 8 --temp 0 >/dev/null 2>&1 ||
     { echo "no generation after the replacement worker came"; rc=1; }
 kill -TERM $w0 $w2 $rpid $lpid
