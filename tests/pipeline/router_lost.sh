@@ -22,8 +22,12 @@ ready_at "ipc://$dir/clients" || rc=1
 # The worker stopped: the request waits in the router, which is then killed.
 kill -STOP $wpid
 timeout 60 "$POKE" lost "ipc://$dir/clients" "$dir/killed" >"$dir/client.out" 2>&1 & cpid=$!
-for _ in $(seq 50); do [ -e "$dir/killed" ] && break; sleep 0.1; done
-sleep 0.3
+# Killed once the router holds the request (a session active on the stopped worker).
+for _ in $(seq 100); do
+    [ -e "$dir/killed" ] && "$LLORCH" stats --router "ipc://$dir/clients" 2>/dev/null |
+        grep -q '"sessions_active":1' && break
+    sleep 0.1
+done
 kill -KILL $rpid; wait $rpid 2>/dev/null
 kill -CONT $wpid
 router
