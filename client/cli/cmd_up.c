@@ -199,6 +199,8 @@ static void s_connectable(const char *ep, char *out, size_t n, bool for_print)
  * pools taking turns on a core, which costs far more than it gains (8 sessions on K=2 x 2
  * threads on 2 cores: ~1.6x the rate with one batch in flight as with two). 0 when the
  * router's default (one per stage) holds, or --max-inflight was given. */
+#define UP_MAX_INFLIGHT 16 /* llorch-router's --max-inflight bound (ROUTER_MAX_INFLIGHT) */
+
 static int s_inflight(const up_opts *o, int n_workers, int threads, long cpus)
 {
     for (int k = 0; k < o->n_router_extra; k++)
@@ -207,7 +209,7 @@ static int s_inflight(const up_opts *o, int n_workers, int threads, long cpus)
     if (cpus < 1 || (long)n_workers * threads <= cpus)
         return 0;
     const long at_once = cpus / threads;
-    return at_once < 1 ? 1 : at_once > 16 ? 16 : (int)at_once;
+    return at_once < 1 ? 1 : at_once > UP_MAX_INFLIGHT ? UP_MAX_INFLIGHT : (int)at_once;
 }
 
 int up_start(const up_opts *o, up_pipeline *p, llorch_error *err)

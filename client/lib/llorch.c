@@ -297,7 +297,7 @@ static int s_run(llorch_client *c, wire_message *m, const llorch_params *p,
         }
         /* Tokens already here come first; a lost connection ends the request after them. */
         if (!(items[0].revents & ZMQ_POLLIN)) {
-            if (c->monitor && (items[2].revents & ZMQ_POLLIN) && s_watch(c, res) != 0)
+            if ((items[2].revents & ZMQ_POLLIN) && s_watch(c, res) != 0)
                 return -1;
             continue;
         }

@@ -105,8 +105,6 @@ function sessions(ep, nSess, n, prompts) {
     for (const s of j.sessions)
         if (s.generated !== n)
             log(`a session made ${s.generated} of ${n} tokens (${s.stop_reason})`);
-    // The router's own measure, for comparison: (n - 1) tokens over its generate_ms.
-    j.router_tok_s = j.sessions.reduce((a, s) => a + (s.generated - 1) * 1e3 / s.generate_ms, 0);
     return j;
 }
 
@@ -126,11 +124,9 @@ const prompt = promptAt(0);
 const prompts = Array.from({length: nSessions}, (_, i) => promptAt(3 * i));
 
 // 1. One session: pipelines of K = 1 and K = 2 workers vs in-process with `threads` in all.
-// In-process runs alternate with the pipeline's (its processes idle meanwhile), so that both
-// see the same machine. K=2 x threads/2 has one stage, so threads/2, at work at a time:
+// In-process runs alternate with the pipeline's (its processes idle meanwhile; pipeline_pair
+// warms both sides up first), so that both see the same machine. K=2 x threads/2 has one stage, so threads/2, at work at a time:
 // it shows what the stages taking turns on all the cores (`llorch up`'s default) gains.
-log(`${path.basename(model)}: warm-up in-process, ${threads} threads`);
-inProcess(model, prompt, 4, threads);
 const inproc = [];
 // K=2 x threads/2 is the same thread count as in-process; K=2 x threads runs each stage on
 // every core in turn (one session keeps only one stage busy at a time; the idle one sleeps).
@@ -163,25 +159,23 @@ for (const c of configs) {
         // 2. nSessions at once vs one alone, on every pipeline (the target is K=2's; K=1's
         // tells the batch's cost apart from the stages'; K=2 x threads is `llorch up`'s
         // default, where it keeps one batch in flight so that the stages take turns).
-        {
-            log(`${path.basename(model)}: ${nSessions} concurrent sessions`);
-            sessions(u.ep, nSessions, 4, prompts);
-            const many = [];
-            for (let i = 0; i < runs; i++)
-                many.push(sessions(u.ep, nSessions, nGen, prompts));
-            const stats = JSON.parse(execFileSync(llorch, ["stats", "--router", u.ep], {encoding: "utf8"}));
-            const m = {workers: c.workers, threads_per_worker: c.perWorker, sessions: nSessions,
-                       one_gen_tok_s: p.gen_tok_s,
-                       aggregate_gen_tok_s: median(many.map(j => j.all_generating_tok_s)),
-                       first_last_sum_tok_s: median(many.map(j => j.gen_tok_s_sum)),
-                       end_to_end_tok_s: median(many.map(j => j.end_to_end_tok_s)),
-                       max_rows_in_batch: stats.max_rows_in_batch,
-                       max_batches_in_flight: stats.max_batches_in_flight};
-            m.ratio = m.aggregate_gen_tok_s / m.one_gen_tok_s;
-            m.first_last_ratio = m.first_last_sum_tok_s / m.one_gen_tok_s;
-            concurrent.push(m);
-            log(`  ${f(m.aggregate_gen_tok_s)} tok/s in all (${f(m.ratio)}×)`);
-        }
+        log(`${path.basename(model)}: ${nSessions} concurrent sessions`);
+        sessions(u.ep, nSessions, 4, prompts);
+        const many = [];
+        for (let i = 0; i < runs; i++)
+            many.push(sessions(u.ep, nSessions, nGen, prompts));
+        const stats = JSON.parse(execFileSync(llorch, ["stats", "--router", u.ep], {encoding: "utf8"}));
+        const m = {workers: c.workers, threads_per_worker: c.perWorker, sessions: nSessions,
+                   one_gen_tok_s: p.gen_tok_s,
+                   aggregate_gen_tok_s: median(many.map(j => j.all_generating_tok_s)),
+                   first_last_sum_tok_s: median(many.map(j => j.gen_tok_s_sum)),
+                   end_to_end_tok_s: median(many.map(j => j.end_to_end_tok_s)),
+                   max_rows_in_batch: stats.max_rows_in_batch,
+                   max_batches_in_flight: stats.max_batches_in_flight};
+        m.ratio = m.aggregate_gen_tok_s / m.one_gen_tok_s;
+        m.first_last_ratio = m.first_last_sum_tok_s / m.one_gen_tok_s;
+        concurrent.push(m);
+        log(`  ${f(m.aggregate_gen_tok_s)} tok/s in all (${f(m.ratio)}×)`);
     } finally {
         await u.stop();
     }
